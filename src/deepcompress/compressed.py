@@ -1,0 +1,147 @@
+"""The plain-data compressed model: the contract between training and the file format.
+
+Everything after export (entropy coding, the file writer and reader, decoding, sparse inference) is a
+pure function of a :class:`CompressedModel`, so those stages are tested without training anything.
+
+A layer's weight tensor is flattened in row-major (C) order -- for a Linear layer of shape
+``(out, in)`` that is one row per output neuron, i.e. CSR order; a Conv2d kernel
+``(out, in, kh, kw)`` is flattened the same way, as the paper does (section 2). Only the surviving
+(nonzero) weights are stored: ``positions`` are their flat indices, ascending, and ``codes`` their
+cluster indices into ``codebook`` (paper section 3). A decoded weight is exactly
+``codebook[codes]`` at ``positions`` and 0.0 elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+LAYER_KINDS = ("linear", "conv2d")
+
+
+@dataclass
+class CompressedLayer:
+    """One pruned and weight-shared layer as plain arrays.
+
+    Attributes:
+        name: the module's qualified name in the model (``"fc1"``, ``"features.0"``).
+        kind: ``"linear"`` or ``"conv2d"``.
+        shape: the dense weight shape.
+        codebook: float32 centroids, ``len(codebook) <= 2**weight_bits``.
+        positions: int64 flat (row-major) indices of the nonzero weights, strictly ascending.
+        codes: integer cluster index of each position, ``0 <= codes < len(codebook)``.
+        bias: float32 bias of shape ``(shape[0],)`` or ``None``.
+        weight_bits: bits per cluster index before entropy coding (the paper's "weight bits").
+        index_bits: width of the relative sparse index (the paper's "index bits").
+        attrs: layer hyper-parameters needed to run it (conv ``stride``, ``padding``, ...).
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    codebook: np.ndarray
+    positions: np.ndarray
+    codes: np.ndarray
+    bias: np.ndarray | None
+    weight_bits: int
+    index_bits: int
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.shape = tuple(int(s) for s in self.shape)
+        self.codebook = np.ascontiguousarray(self.codebook, dtype=np.float32)
+        self.positions = np.ascontiguousarray(self.positions, dtype=np.int64)
+        self.codes = np.ascontiguousarray(self.codes, dtype=np.int64)
+        if self.bias is not None:
+            self.bias = np.ascontiguousarray(self.bias, dtype=np.float32)
+        self.validate()
+
+    @property
+    def numel(self) -> int:
+        """Number of weights in the dense tensor."""
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nnz(self) -> int:
+        """Number of surviving (stored) weights."""
+        return int(self.positions.size)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming this layer if its arrays are inconsistent."""
+        where = f"layer {self.name!r}"
+        if self.kind not in LAYER_KINDS:
+            raise ValueError(f"{where}: expected kind in {LAYER_KINDS}, got {self.kind!r}")
+        if not 1 <= self.weight_bits <= 16:
+            raise ValueError(f"{where}: expected weight_bits in 1..16, got {self.weight_bits}")
+        if not 1 <= self.index_bits <= 16:
+            raise ValueError(f"{where}: expected index_bits in 1..16, got {self.index_bits}")
+        if self.codebook.ndim != 1 or self.codebook.size > 2**self.weight_bits:
+            raise ValueError(
+                f"{where}: expected a 1-D codebook of at most 2**{self.weight_bits} entries, "
+                f"got shape {self.codebook.shape}"
+            )
+        if self.positions.shape != self.codes.shape or self.positions.ndim != 1:
+            raise ValueError(
+                f"{where}: positions {self.positions.shape} and codes {self.codes.shape} "
+                "must be 1-D arrays of equal length"
+            )
+        if self.positions.size:
+            if self.positions[0] < 0 or self.positions[-1] >= self.numel:
+                raise ValueError(f"{where}: positions must lie in [0, {self.numel})")
+            if np.any(np.diff(self.positions) <= 0):
+                raise ValueError(f"{where}: positions must be strictly ascending")
+            if self.codes.min() < 0 or self.codes.max() >= self.codebook.size:
+                raise ValueError(f"{where}: codes must lie in [0, {self.codebook.size})")
+        if self.bias is not None and self.bias.shape != (self.shape[0],):
+            raise ValueError(f"{where}: expected bias shape ({self.shape[0]},), got {self.bias.shape}")
+
+    def dense_weight(self) -> np.ndarray:
+        """The decoded dense float32 weight: ``codebook[codes]`` at ``positions``, zero elsewhere."""
+        flat = np.zeros(self.numel, dtype=np.float32)
+        flat[self.positions] = self.codebook[self.codes]
+        return flat.reshape(self.shape)
+
+
+@dataclass
+class CompressedModel:
+    """A whole compressed network.
+
+    Attributes:
+        model_name: registry name of the architecture (see :mod:`deepcompress.models`).
+        layers: the compressed layers, in the model's parameter order.
+        extras: every other state-dict tensor (float32 numpy arrays), stored uncompressed.
+        metadata: JSON-serialisable facts (dataset, input normalisation, accuracies, config).
+    """
+
+    model_name: str
+    layers: list[CompressedLayer]
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def layer(self, name: str) -> CompressedLayer:
+        """Return the layer called ``name``; ``KeyError`` lists the known names."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer {name!r}; layers are {[l.name for l in self.layers]}")
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Dense state dict (``name.weight``, ``name.bias`` and extras) as float32 numpy arrays."""
+        state: dict[str, np.ndarray] = {}
+        for layer in self.layers:
+            state[f"{layer.name}.weight"] = layer.dense_weight()
+            if layer.bias is not None:
+                state[f"{layer.name}.bias"] = layer.bias
+        state.update(self.extras)
+        return state
+
+    @property
+    def dense_bytes(self) -> int:
+        """Size of the uncompressed fp32 model: every weight, bias and extra tensor at 4 bytes."""
+        total = 0
+        for layer in self.layers:
+            total += 4 * layer.numel + (4 * layer.bias.size if layer.bias is not None else 0)
+        total += sum(4 * int(np.asarray(t).size) for t in self.extras.values())
+        return total
