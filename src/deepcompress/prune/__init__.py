@@ -1,0 +1,37 @@
+"""The pruning stage of Deep Compression (section 2; Han et al. 2015, "Learning both Weights and
+Connections"): magnitude masks, in-place pruning with masks kept through retraining, iterative
+prune/retrain rounds, dropout adjustment and per-layer sensitivity scans. Biases are never pruned."""
+
+from deepcompress.prune.apply import (
+    adjust_dropout_,
+    get_masks,
+    keep_pruned_zero,
+    mask_gradients_,
+    prune_,
+    set_masks_,
+    sparsity_report,
+)
+from deepcompress.prune.config import BiasPolicy, PruneConfig, PruneMethod
+from deepcompress.prune.masks import global_masks, sparsity_mask, std_mask
+from deepcompress.prune.schedule import iterative_prune_
+from deepcompress.prune.sensitivity import format_sensitivity, plot_sensitivity, sensitivity_scan
+
+__all__ = [
+    "BiasPolicy",
+    "PruneConfig",
+    "PruneMethod",
+    "adjust_dropout_",
+    "format_sensitivity",
+    "get_masks",
+    "global_masks",
+    "iterative_prune_",
+    "keep_pruned_zero",
+    "mask_gradients_",
+    "plot_sensitivity",
+    "prune_",
+    "sensitivity_scan",
+    "set_masks_",
+    "sparsity_mask",
+    "sparsity_report",
+    "std_mask",
+]

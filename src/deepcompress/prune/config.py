@@ -1,0 +1,185 @@
+"""Configuration of the pruning stage (Han et al. 2015; Deep Compression, section 2).
+
+``PruneConfig`` is a frozen, validated dataclass. Its choices:
+
+* ``method`` -- how the pruned set is chosen per round:
+
+  - ``"std"`` (default, the paper's rule): a layer's weights with ``|w| < quality * std(w)`` are
+    pruned, ``std`` taken over the layer's whole weight tensor as it stands when pruning (weights
+    pruned in earlier rounds count as zeros, so re-applying the same quality to unchanged weights
+    prunes nothing new);
+  - ``"sparsity"``: exactly ``round(sparsity * n)`` weights of each layer are pruned, the smallest
+    magnitudes first;
+  - ``"global"``: one magnitude threshold across all selected layers, pruning exactly
+    ``round(sparsity * N)`` of their ``N`` weights together.
+
+* ``bias`` -- ``"keep"``: biases are never pruned, as in the paper (its tables count weights only).
+  This is the only policy; it is explicit so that configs say so.
+
+Iterative pruning (Han 2015, section 3.3) runs ``rounds`` prune/retrain rounds. The target ramps
+linearly and reaches its final value at the last round: in round ``r`` (0-based) of ``R`` the
+quality (or sparsity) used is ``final * (r + 1) / R``. Masks only ever shrink across rounds.
+
+``lr_factor``, ``epochs_per_round``, ``weight_decay`` and ``adjust_dropout`` describe retraining:
+the retraining learning rate is the original one times ``lr_factor`` (0.1 for LeNet in the paper,
+0.01 for AlexNet), with L2 regularisation (the paper's best choice with retraining), and dropout
+rates are scaled after pruning (Han 2015, section 3.1, see :func:`adjust_dropout_`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from enum import Enum
+from types import MappingProxyType
+from typing import Any, Mapping, Union
+
+from deepcompress.errors import ConfigError
+from deepcompress.layers import LAYER_TYPES
+
+Target = Union[float, Mapping[str, float]]
+
+
+class _Choice(str, Enum):
+    """A ``str`` Enum whose :meth:`parse` names the allowed values when it rejects one."""
+
+    @classmethod
+    def parse(cls, value: object, what: str) -> Any:
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = [m.value for m in cls]
+            raise ConfigError(f"{what}: expected one of {allowed}, got {value!r}") from None
+
+
+class PruneMethod(_Choice):
+    """How the pruned weights are chosen (see the module docstring)."""
+
+    STD = "std"
+    SPARSITY = "sparsity"
+    GLOBAL = "global"
+
+
+class BiasPolicy(_Choice):
+    """What happens to biases: ``"keep"``, they are never pruned (the paper's choice)."""
+
+    KEEP = "keep"
+
+
+def _check_number(value: object, what: str, *, upper: float | None) -> float:
+    """``value`` as a float in ``[0, upper)`` (or ``[0, inf)`` when ``upper`` is None)."""
+    allowed = f"a number in [0, {upper:g})" if upper is not None else "a finite number >= 0"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{what}: expected {allowed}, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (upper is not None and number >= upper):
+        raise ConfigError(f"{what}: expected {allowed}, got {value!r}")
+    return number
+
+
+def _check_target(value: object, what: str, *, upper: float | None) -> Target:
+    """A number, or a non-empty mapping from layer-name patterns to numbers (first match wins)."""
+    if isinstance(value, Mapping):
+        if not value:
+            raise ConfigError(f"{what}: expected a number or a non-empty mapping of layer patterns, got {{}}")
+        checked: dict[str, float] = {}
+        for pattern, number in value.items():
+            if not isinstance(pattern, str):
+                raise ConfigError(f"{what}: expected layer-name patterns (str) as keys, got {pattern!r}")
+            checked[pattern] = _check_number(number, f"{what}[{pattern!r}]", upper=upper)
+        return MappingProxyType(checked)
+    return _check_number(value, what, upper=upper)
+
+
+def ramp(target: Target, round_index: int, rounds: int) -> Target:
+    """The target of round ``round_index`` (0-based) of ``rounds``: ``final * (round_index + 1) / rounds``."""
+    scale = (round_index + 1) / rounds
+    if isinstance(target, Mapping):
+        return MappingProxyType({pattern: value * scale for pattern, value in target.items()})
+    return target * scale
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Settings of the pruning stage; validated on construction (see the module docstring)."""
+
+    method: PruneMethod = PruneMethod.STD
+    quality: Target = 1.0
+    sparsity: Target = 0.9
+    types: tuple[str, ...] = ("linear", "conv2d")
+    patterns: tuple[str, ...] | None = None
+    bias: BiasPolicy = BiasPolicy.KEEP
+    rounds: int = 1
+    epochs_per_round: int = 10
+    lr_factor: float = 0.1
+    weight_decay: float = 5e-4
+    adjust_dropout: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "method", PruneMethod.parse(self.method, "prune.method"))
+        set_(self, "bias", BiasPolicy.parse(self.bias, "prune.bias"))
+        set_(self, "quality", _check_target(self.quality, "prune.quality", upper=None))
+        set_(self, "sparsity", _check_target(self.sparsity, "prune.sparsity", upper=1.0))
+        if self.method is PruneMethod.GLOBAL and isinstance(self.sparsity, Mapping):
+            raise ConfigError(
+                "prune.sparsity: method 'global' prunes to one overall target, expected a number, "
+                f"got a mapping {dict(self.sparsity)}; use method 'sparsity' for per-layer targets"
+            )
+        if isinstance(self.types, str) or not all(isinstance(t, str) for t in self.types):
+            raise ConfigError(f"prune.types: expected a sequence of layer types, got {self.types!r}")
+        set_(self, "types", tuple(self.types))
+        unknown = [t for t in self.types if t not in LAYER_TYPES]
+        if unknown or not self.types:
+            raise ConfigError(f"prune.types: expected a non-empty subset of {sorted(LAYER_TYPES)}, got {list(self.types)}")
+        if self.patterns is not None:
+            if isinstance(self.patterns, str) or not all(isinstance(p, str) for p in self.patterns) or not self.patterns:
+                raise ConfigError(
+                    f"prune.patterns: expected a non-empty sequence of layer-name patterns or None (all layers), "
+                    f"got {self.patterns!r}"
+                )
+            set_(self, "patterns", tuple(self.patterns))
+        for name, low in (("rounds", 1), ("epochs_per_round", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"prune.{name}: expected an integer >= {low}, got {value!r}")
+        lr_factor = self.lr_factor
+        if isinstance(lr_factor, bool) or not isinstance(lr_factor, (int, float)) or not (0 < lr_factor <= 1):
+            raise ConfigError(f"prune.lr_factor: expected a number in (0, 1], got {lr_factor!r}")
+        set_(self, "weight_decay", _check_number(self.weight_decay, "prune.weight_decay", upper=None))
+        if not isinstance(self.adjust_dropout, bool):
+            raise ConfigError(f"prune.adjust_dropout: expected true or false, got {self.adjust_dropout!r}")
+
+    def target(self, round_index: int | None = None) -> Target:
+        """The quality (method ``"std"``) or sparsity of round ``round_index``; ``None``: the final one."""
+        final = self.quality if self.method is PruneMethod.STD else self.sparsity
+        if round_index is None:
+            return final
+        if isinstance(round_index, bool) or not isinstance(round_index, int) or not 0 <= round_index < self.rounds:
+            raise ConfigError(f"round_index: expected an integer in [0, {self.rounds}), got {round_index!r}")
+        return ramp(final, round_index, self.rounds)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/TOML-ready data; :meth:`from_dict` reads it back."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Enum):
+                value = value.value
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "PruneConfig":
+        """Build from :meth:`to_dict` output (or a TOML table); unknown keys are rejected by name."""
+        allowed = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise ConfigError(f"prune: unknown keys {unknown}; allowed keys are {allowed}")
+        return cls(**dict(data))

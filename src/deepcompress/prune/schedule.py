@@ -1,0 +1,79 @@
+"""Iterative pruning: prune, retrain, repeat (Han et al. 2015, section 3.3).
+
+Iterative pruning reaches higher compression than one-shot pruning at the same accuracy (AlexNet 9x
+against 5x). Each round prunes to the round's ramped target (see :class:`PruneConfig`) and then hands
+the model to a caller-supplied ``retrain`` callback; the training loop itself lives elsewhere
+(``deepcompress.train``), so this module only orchestrates.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from deepcompress.prune.apply import get_masks, prune_, sparsity_report
+from deepcompress.prune.config import PruneConfig
+
+
+def _revived(model: nn.Module) -> int:
+    """Number of pruned weights that are no longer exactly zero."""
+    count = 0
+    for name, mask in get_masks(model).items():
+        weight = model.get_submodule(name).weight
+        count += int((weight.detach()[~mask] != 0).sum())
+    return count
+
+
+def _rezero(model: nn.Module) -> None:
+    with torch.no_grad():
+        for name, mask in get_masks(model).items():
+            model.get_submodule(name).weight.masked_fill_(~mask, 0.0)
+
+
+def iterative_prune_(
+    model: nn.Module,
+    cfg: PruneConfig,
+    retrain: Callable[[nn.Module, int], None],
+    evaluate: Callable[[nn.Module], float] | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run ``cfg.rounds`` rounds of :func:`prune_` then ``retrain(model, round_index)``; returns the history.
+
+    ``retrain`` trains the model in place for the round (``cfg.epochs_per_round`` epochs at the original
+    learning rate times ``cfg.lr_factor``, with ``cfg.weight_decay``); it must keep pruned weights at
+    zero, normally by calling :func:`keep_pruned_zero` on the optimizer it builds. Weights that it
+    nevertheless revives are re-zeroed with a warning, so the model and its reported accuracy always
+    match the masks. ``evaluate`` returns an accuracy; when given, it is measured after pruning and
+    after retraining. Each history entry: ``round`` (1-based), ``target``, ``kept``, ``numel``,
+    ``kept_pct`` (all selected and unselected compressible layers), ``layers`` (the per-layer
+    :func:`sparsity_report` rows) and, with ``evaluate``, ``accuracy_pruned`` and ``accuracy``.
+    """
+    history: list[dict[str, Any]] = []
+    for round_index in tqdm(range(cfg.rounds), desc="prune rounds", disable=not progress):
+        prune_(model, cfg, round_index)
+        entry: dict[str, Any] = {"round": round_index + 1}
+        target = cfg.target(round_index)
+        entry["target"] = dict(target) if not isinstance(target, float) else target
+        if evaluate is not None:
+            entry["accuracy_pruned"] = float(evaluate(model))
+        retrain(model, round_index)
+        revived = _revived(model)
+        if revived:
+            warnings.warn(
+                f"retraining in round {round_index + 1} revived {revived} pruned weights; they were reset to 0. "
+                "Call deepcompress.prune.keep_pruned_zero(optimizer, model) in the retrain callback",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            _rezero(model)
+        report = sparsity_report(model)
+        entry.update({k: report[-1][k] for k in ("kept", "numel", "kept_pct")}, layers=report[:-1])
+        if evaluate is not None:
+            entry["accuracy"] = float(evaluate(model))
+        history.append(entry)
+    return history
+
