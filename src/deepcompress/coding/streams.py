@@ -1,0 +1,77 @@
+"""Choosing an entropy coder per stream (paper section 4, and a closer-to-entropy alternative).
+
+Each stream (a layer's relative-index symbols, or its weight codes) is coded on its own. With
+``Coder.AUTO`` both canonical Huffman and rANS are tried and the smaller blob (table included) is kept;
+ties go to Huffman. The file header records which coder each stream used.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import numpy as np
+
+from deepcompress.coding import huffman, rans
+from deepcompress.errors import ConfigError
+
+MAX_SYMBOL = 2**16 - 1
+
+
+class Coder(str, Enum):
+    """Entropy coder of one stream."""
+
+    AUTO = "auto"
+    HUFFMAN = "huffman"
+    RANS = "rans"
+
+    @classmethod
+    def from_value(cls, value: "str | Coder") -> "Coder":
+        """Parse a coder name; ``ConfigError`` lists the allowed values."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ConfigError(f"unknown coder {value!r}; expected one of {[c.value for c in cls]}") from None
+
+
+_ENCODERS = {Coder.HUFFMAN: huffman.encode, Coder.RANS: rans.encode}
+_DECODERS = {Coder.HUFFMAN: huffman.decode, Coder.RANS: rans.decode}
+
+
+def _check_symbols(symbols: np.ndarray) -> np.ndarray:
+    sym = np.asarray(symbols)
+    if sym.ndim != 1 or (sym.size and not np.issubdtype(sym.dtype, np.integer)):
+        raise ValueError(f"expected a 1-D integer symbol array, got dtype {sym.dtype} shape {sym.shape}")
+    if sym.size and (int(sym.min()) < 0 or int(sym.max()) > MAX_SYMBOL):
+        raise ValueError(f"expected symbols in 0..{MAX_SYMBOL}, got {int(sym.min())}..{int(sym.max())}")
+    return sym.astype(np.int64)
+
+
+def encode_stream(symbols: np.ndarray, coder: "str | Coder" = Coder.AUTO) -> tuple[Coder, bytes]:
+    """Code ``symbols``; return the coder actually used (never AUTO) and its self-describing blob."""
+    choice = Coder.from_value(coder)
+    sym = _check_symbols(symbols)
+    if choice is not Coder.AUTO:
+        return choice, _ENCODERS[choice](sym)
+    blobs = [(len(b), i, c, b) for i, (c, b) in enumerate((c, f(sym)) for c, f in _ENCODERS.items())]
+    _, _, best, blob = min(blobs)
+    return best, blob
+
+
+def decode_stream(coder: "str | Coder", blob: bytes | memoryview, count: int) -> np.ndarray:
+    """Decode ``count`` symbols (int32) coded by ``coder``; ``ValueError`` if the blob is malformed."""
+    choice = Coder.from_value(coder)
+    if choice is Coder.AUTO:
+        raise ConfigError("expected the coder a stream was written with ('huffman' or 'rans'), got 'auto'")
+    return _DECODERS[choice](blob, count)
+
+
+def coded_size(symbols: np.ndarray, coder: "str | Coder" = Coder.AUTO) -> int:
+    """Byte size of ``encode_stream(symbols, coder)``'s blob (Huffman's computed without packing)."""
+    choice = Coder.from_value(coder)
+    sym = _check_symbols(symbols)
+    sizes = []
+    if choice in (Coder.AUTO, Coder.HUFFMAN):
+        sizes.append(huffman.encoded_size(sym))
+    if choice in (Coder.AUTO, Coder.RANS):
+        sizes.append(len(rans.encode(sym)))
+    return min(sizes)
