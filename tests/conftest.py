@@ -42,3 +42,15 @@ def make_idx_dir(directory: Path, n_train: int = 60_000, n_test: int = 10_000, c
 @pytest.fixture(scope="session")
 def idx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_idx_dir(tmp_path_factory.mktemp("idx"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` run only with ``DC_SLOW=1`` (``make test-all``)."""
+    import os
+
+    if os.environ.get("DC_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow test: run with DC_SLOW=1 (make test-all)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
