@@ -1,0 +1,32 @@
+"""Trained quantization / weight sharing (Deep Compression section 3)."""
+
+from deepcompress.quantize.apply import (
+    export_compressed,
+    quantization_report,
+    quantize_,
+    quantized_layers,
+    strip_quantization_,
+)
+from deepcompress.quantize.config import CentroidInit, GradReduction, QuantizeConfig
+from deepcompress.quantize.init import density_init, forgy_init, init_centroids, kmeanspp_init, linear_init
+from deepcompress.quantize.kmeans import KMeans1D
+from deepcompress.quantize.shared import SharedWeight, codebook_of
+
+__all__ = [
+    "CentroidInit",
+    "GradReduction",
+    "KMeans1D",
+    "QuantizeConfig",
+    "SharedWeight",
+    "codebook_of",
+    "density_init",
+    "export_compressed",
+    "forgy_init",
+    "init_centroids",
+    "kmeanspp_init",
+    "linear_init",
+    "quantization_report",
+    "quantize_",
+    "quantized_layers",
+    "strip_quantization_",
+]

@@ -1,0 +1,157 @@
+"""Configuration of trained quantization / weight sharing (Deep Compression, section 3).
+
+``bits`` is the paper's "weight bits": a layer shares at most ``2**bits`` distinct values, found by
+1-D k-means on its surviving weights (no sharing across layers). The paper uses 8 bits for conv and
+5 bits for fc layers (AlexNet, VGG-16) and shows that linear initialisation of the centroids works
+best (Fig. 4-5): both are expressible here, e.g. ``bits={"conv*": 8, "*": 5}``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from enum import Enum
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
+
+from deepcompress.errors import ConfigError
+from deepcompress.layers import LAYER_TYPES
+
+MAX_BITS = 16
+
+
+class CentroidInit(str, Enum):
+    """How the k-means centroids are initialised (paper section 3.1, Fig. 4)."""
+
+    LINEAR = "linear"
+    DENSITY = "density"
+    RANDOM = "random"
+    KMEANS_PP = "kmeans++"
+
+    @classmethod
+    def parse(cls, value: str | CentroidInit) -> CentroidInit:
+        """Return the member called ``value``; an unknown name raises ``ConfigError`` listing all four."""
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in cls)
+            raise ConfigError(f"unknown centroid init {value!r}; expected one of {allowed}") from None
+
+
+class GradReduction(str, Enum):
+    """How the gradients of a centroid's member weights are combined (paper Eq. 3 is ``sum``)."""
+
+    SUM = "sum"
+    MEAN = "mean"
+
+    @classmethod
+    def parse(cls, value: str | GradReduction) -> GradReduction:
+        """Return the member called ``value``; an unknown name raises ``ConfigError`` listing both."""
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in cls)
+            raise ConfigError(f"unknown grad_reduction {value!r}; expected one of {allowed}") from None
+
+
+def check_bits(value: object, where: str = "bits") -> int:
+    """Return ``value`` if it is an int in 1..16, else raise ``ConfigError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BITS:
+        raise ConfigError(f"expected {where} to be an integer in 1..{MAX_BITS}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """Weight-sharing settings, validated on construction.
+
+    Attributes:
+        bits: weight bits per layer (1..16): one int, or a mapping from layer-name patterns to ints
+            (first match wins, see :func:`deepcompress.layers.per_layer`).
+        init: centroid initialisation; ``linear`` (the paper's best) by default.
+        max_iter: most Lloyd iterations per layer (>= 1).
+        tol: stop early when the squared centroid shift summed over clusters is at most
+            ``tol * var(weights)`` (the scikit-learn convention); 0 runs to exact convergence.
+        grad_reduction: ``sum`` (Eq. 3) or ``mean`` (the sum divided by the cluster size).
+        types: layer types to quantize (``"linear"``, ``"conv2d"``).
+        patterns: optional layer-name patterns narrowing the selection.
+        seed: seed of the ``random`` and ``kmeans++`` initialisations.
+        epochs: fine-tuning epochs of the shared centroids (0 skips fine-tuning).
+        lr: fine-tuning learning rate.
+    """
+
+    bits: int | Mapping[str, int] = 5
+    init: CentroidInit = CentroidInit.LINEAR
+    max_iter: int = 300
+    tol: float = 0.0
+    grad_reduction: GradReduction = GradReduction.SUM
+    types: tuple[str, ...] = ("linear", "conv2d")
+    patterns: tuple[str, ...] | None = None
+    seed: int = 0
+    epochs: int = 1
+    lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bits, Mapping):
+            if not self.bits:
+                raise ConfigError("expected bits to be an int or a non-empty pattern mapping, got {}")
+            for pattern, b in self.bits.items():
+                if not isinstance(pattern, str):
+                    raise ConfigError(f"expected bits pattern to be a str, got {pattern!r}")
+                check_bits(b, f"bits[{pattern!r}]")
+            object.__setattr__(self, "bits", MappingProxyType(dict(self.bits)))
+        else:
+            check_bits(self.bits)
+        object.__setattr__(self, "init", CentroidInit.parse(self.init))
+        object.__setattr__(self, "grad_reduction", GradReduction.parse(self.grad_reduction))
+        _check_int(self.max_iter, "max_iter", minimum=1)
+        _check_float(self.tol, "tol", minimum=0.0)
+        _check_int(self.seed, "seed", minimum=0)
+        _check_int(self.epochs, "epochs", minimum=0)
+        _check_float(self.lr, "lr", minimum=0.0, strict=True)
+        object.__setattr__(self, "types", _str_tuple(self.types, "types"))
+        for kind in self.types:
+            if kind not in LAYER_TYPES:
+                raise ConfigError(f"unknown layer type {kind!r}; expected one of {sorted(LAYER_TYPES)}")
+        if self.patterns is not None:
+            object.__setattr__(self, "patterns", _str_tuple(self.patterns, "patterns"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/TOML-ready dict (enums as their names, tuples as lists)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["bits"] = dict(self.bits) if isinstance(self.bits, Mapping) else self.bits
+        out["init"] = self.init.value
+        out["grad_reduction"] = self.grad_reduction.value
+        out["types"] = list(self.types)
+        out["patterns"] = None if self.patterns is None else list(self.patterns)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QuantizeConfig:
+        """Build from :meth:`to_dict` output; unknown keys raise ``ConfigError`` naming them."""
+        allowed = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise ConfigError(f"unknown quantize config keys {unknown}; allowed keys are {allowed}")
+        return cls(**dict(data))
+
+
+def _check_int(value: object, name: str, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"expected {name} to be an integer >= {minimum}, got {value!r}")
+
+
+def _check_float(value: object, name: str, *, minimum: float, strict: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > minimum if strict else value >= minimum)  # type: ignore[operator]
+    if not ok:
+        relation = ">" if strict else ">="
+        raise ConfigError(f"expected {name} to be a finite number {relation} {minimum}, got {value!r}")
+
+
+def _str_tuple(value: object, name: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise ConfigError(f"expected {name} to be a non-empty list of strings, got {value!r}")
+    if not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"expected {name} to be a list of strings, got {value!r}")
+    return tuple(value)

@@ -1,0 +1,227 @@
+"""Exact 1-D k-means (Lloyd's algorithm) for weight sharing (Deep Compression section 3.1).
+
+In one dimension every k-means cluster is a contiguous run of the sorted data, delimited by the
+midpoints between adjacent (sorted) centroids. So the data is sorted once, and each Lloyd step is a
+binary search of the ``k - 1`` midpoints in the sorted data (``O(k log n)``) plus cluster means from
+prefix sums (``O(k)``): iterations cost nothing next to the sort. Hand-written because the general
+k-means of scikit-learn costs ``O(n k)`` per iteration and cannot use the 1-D order.
+
+Numerics: the data are float32 (network weights; float64 input is rounded to float32); centroids are
+float64 while iterating and rounded to float32 at the end, and the final labels are the exact nearest
+float32 centroid of each point (ties go to the lower centroid), so ``centroids_[labels_]`` is exactly
+what a weight-shared layer computes.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from deepcompress.quantize.config import CentroidInit, check_bits
+from deepcompress.quantize.init import Seed, initializer
+
+# Buckets per midpoint of the lookup table used to label the data (see _nearest); more buckets mean
+# fewer correction passes but a larger table. The table is capped so it stays in cache.
+_BUCKETS_PER_MIDPOINT = 64
+_MAX_BUCKETS = 1 << 18
+_MAX_PASSES = 8
+
+
+class KMeans1D:
+    """k-means of 1-D data, exact Lloyd iterations on the sorted data.
+
+    Args:
+        n_clusters: the wanted number of clusters ``k`` (>= 1).
+        init: centroid initialisation, one of ``linear`` (default), ``density``, ``random``, ``kmeans++``.
+        max_iter: most Lloyd iterations (>= 1).
+        tol: stop when the squared centroid shift summed over clusters is at most ``tol * var(x)``;
+            ``0`` (default) iterates until the partition no longer changes (exact convergence).
+        seed: seed of the ``random`` and ``kmeans++`` initialisations.
+
+    Empty clusters are re-seeded deterministically: each takes the data value farthest from its
+    centroid (in 1-D that is an end of some cluster's run), the farthest first, as scikit-learn does.
+    A cluster still empty when ``max_iter`` runs out is dropped. Data with fewer distinct values
+    than ``k`` get one cluster per distinct value. Either way ``n_clusters_`` reports how many
+    clusters were actually used.
+
+    Attributes (after :meth:`fit`):
+        centroids_: float32 centroids, strictly ascending, ``n_clusters_`` of them.
+        labels_: int32 index into ``centroids_`` of every input value, in input order.
+        inertia_: sum of squared distances of the data to their centroid (float64).
+        n_iter_: Lloyd iterations run.
+        n_clusters_: number of clusters used (``<= n_clusters``).
+        converged_: whether the stopping rule was met before ``max_iter``.
+    """
+
+    def __init__(
+        self,
+        n_clusters: int,
+        init: str | CentroidInit = "linear",
+        max_iter: int = 300,
+        tol: float = 0.0,
+        seed: Seed = 0,
+    ) -> None:
+        if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or n_clusters < 1:
+            raise ValueError(f"expected n_clusters to be an integer >= 1, got {n_clusters!r}")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+            raise ValueError(f"expected max_iter to be an integer >= 1, got {max_iter!r}")
+        if not (isinstance(tol, (int, float)) and np.isfinite(tol) and tol >= 0):
+            raise ValueError(f"expected tol to be a finite number >= 0, got {tol!r}")
+        self.n_clusters = int(n_clusters)
+        self.init = CentroidInit.parse(init)
+        self.max_iter = int(max_iter)
+        self.tol = float(tol)
+        self.seed = seed
+
+    @classmethod
+    def for_bits(cls, bits: int, **kwargs: object) -> KMeans1D:
+        """A k-means with ``2**bits`` clusters (the paper's ``b``-bit weight sharing)."""
+        return cls(2 ** check_bits(bits), **kwargs)  # type: ignore[arg-type]
+
+    def fit(self, x: np.ndarray | Sequence[float]) -> KMeans1D:
+        """Cluster the values of ``x`` (any shape, flattened); returns ``self``."""
+        data = _as_float32_vector(x)
+        xs = np.sort(data)
+        n_distinct = int(np.count_nonzero(xs[1:] != xs[:-1])) + 1
+        k = min(self.n_clusters, n_distinct)
+        rng = np.random.default_rng(self.seed)
+        centroids = np.sort(initializer(self.init)(xs, k, rng))
+        prefix = np.empty(xs.size + 1, dtype=np.float64)
+        prefix[0] = 0.0
+        np.cumsum(xs, dtype=np.float64, out=prefix[1:])
+        threshold = self.tol * float(np.var(xs, dtype=np.float64)) if self.tol > 0 else 0.0
+
+        self.converged_ = False
+        self.n_iter_ = 0
+        for _ in range(self.max_iter):
+            self.n_iter_ += 1
+            edges = _run_edges(xs, centroids)
+            counts = np.diff(edges)
+            empty = counts == 0
+            means = (prefix[edges[1:]] - prefix[edges[:-1]]) / np.maximum(counts, 1)
+            updated = np.where(empty, centroids, means)
+            if empty.any():
+                updated = np.sort(_reseed(xs, updated, edges, empty))
+                centroids = updated
+                continue
+            shift = float(np.sum((updated - centroids) ** 2))
+            centroids = updated
+            if shift <= threshold:
+                self.converged_ = True
+                break
+        self._finish(data, xs, centroids)
+        return self
+
+    def fit_predict(self, x: np.ndarray | Sequence[float]) -> np.ndarray:
+        """:meth:`fit` and return ``labels_``."""
+        return self.fit(x).labels_
+
+    def _finish(self, data: np.ndarray, xs: np.ndarray, centroids: np.ndarray) -> None:
+        """Round centroids to float32, drop empty or duplicate ones, label the data exactly."""
+        c32 = np.unique(centroids.astype(np.float32))
+        while True:
+            counts = np.diff(_run_edges(xs, c32.astype(np.float64)))
+            if counts.all():
+                break
+            c32 = c32[counts > 0]
+        self.centroids_ = c32
+        self.n_clusters_ = int(c32.size)
+        self.labels_ = _nearest(data, _midpoints_floor32(c32.astype(np.float64)), float(xs[0]), float(xs[-1]))
+        diff = xs.astype(np.float64) - np.repeat(c32.astype(np.float64), counts)
+        self.inertia_ = float(diff @ diff)
+
+
+def _as_float32_vector(x: np.ndarray | Sequence[float]) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"expected real numbers, got an array of dtype {arr.dtype}")
+    data = np.ascontiguousarray(arr, dtype=np.float32).ravel()
+    if data.size == 0:
+        raise ValueError("expected at least one value to cluster, got an empty array")
+    if not np.isfinite(data).all():
+        raise ValueError("expected finite values, got NaN or infinity (after rounding to float32)")
+    return data
+
+
+def _midpoints_floor32(centroids: np.ndarray) -> np.ndarray:
+    """Midpoints of adjacent float64 centroids rounded *down* to float32.
+
+    For a float32 value ``v`` and a float64 midpoint ``m``, ``v <= m`` exactly when
+    ``v <= floor32(m)``, so comparisons against these float32 midpoints decide the nearest centroid
+    exactly while searching float32 data without converting it.
+    """
+    mids = (centroids[:-1] + centroids[1:]) * 0.5
+    mids32 = mids.astype(np.float32)
+    above = mids32 > mids
+    mids32[above] = np.nextafter(mids32[above], np.float32(-np.inf))
+    return mids32
+
+
+def _run_edges(xs: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Run boundaries ``[0, b_1, ..., b_{k-1}, n]`` of each centroid's cluster in sorted data ``xs``."""
+    bounds = np.searchsorted(xs, _midpoints_floor32(centroids), side="right")
+    return np.concatenate(([0], bounds, [xs.size]))
+
+
+def _reseed(xs: np.ndarray, centroids: np.ndarray, edges: np.ndarray, empty: np.ndarray) -> np.ndarray:
+    """Move empty clusters' centroids onto the data values farthest from their own centroid.
+
+    A cluster's farthest member is one of the two ends of its run in sorted data, so the candidates
+    are the ``2 (k - e)`` run ends, taken by decreasing squared distance (ties: lower value first),
+    distinct values only. Clusters left without a candidate stay where they are for the next step.
+    """
+    full = np.flatnonzero(~empty)
+    ends = np.concatenate((xs[edges[full]], xs[edges[full + 1] - 1])).astype(np.float64)
+    owners = np.concatenate((centroids[full], centroids[full]))
+    dist = (ends - owners) ** 2
+    order = np.lexsort((ends, -dist))
+    out = centroids.copy()
+    taken = set(centroids[full].tolist())
+    slots = iter(np.flatnonzero(empty))
+    slot = next(slots, None)
+    for i in order:
+        if slot is None or dist[i] == 0.0:
+            break
+        value = float(ends[i])
+        if value in taken:
+            continue
+        taken.add(value)
+        out[slot] = value
+        slot = next(slots, None)
+    return out
+
+
+def _nearest(x: np.ndarray, mids32: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``searchsorted(mids32, x, side="left")`` as int32, computed with a bucket table.
+
+    numpy's searchsorted of millions of unsorted values is branchy and slow (about 60 ns a value
+    here), so values are first mapped to one of ``B`` equal buckets over ``[lo, hi]`` by a monotone
+    float32 formula; applying the *same* formula to the midpoints gives, per bucket, how many
+    midpoints lie in earlier buckets (an exact lower bound of the label) and how many inside it, and
+    at most that many vectorised ``x > mid[label]`` passes finish the count exactly.
+    """
+    m = mids32.size
+    if m == 0:
+        return np.zeros(x.size, dtype=np.int32)
+    n_buckets = int(min(_MAX_BUCKETS, _BUCKETS_PER_MIDPOINT * m))
+    lo32 = np.float32(lo)
+    scale = np.float32(n_buckets / (hi - lo)) if hi > lo else np.float32(0)
+    top = np.float32(n_buckets - 1)
+
+    def bucket(v: np.ndarray) -> np.ndarray:
+        t = np.subtract(v, lo32, dtype=np.float32)
+        np.multiply(t, scale, out=t)
+        np.clip(t, np.float32(0), top, out=t)
+        return t.astype(np.int32)
+
+    mid_buckets = bucket(mids32)
+    passes = int(np.bincount(mid_buckets, minlength=n_buckets).max())
+    if passes > _MAX_PASSES:
+        return np.searchsorted(mids32, x, side="left").astype(np.int32)
+    base = np.searchsorted(mid_buckets, np.arange(n_buckets, dtype=np.int32), side="left").astype(np.int32)
+    labels = base[bucket(x)]
+    sentinel = np.append(mids32, np.float32(np.inf))
+    for _ in range(passes):
+        labels += x > sentinel[labels]
+    return labels

@@ -1,0 +1,124 @@
+"""Weight sharing for training: a layer's weight computed from a trainable codebook (section 3).
+
+After k-means, a layer's weight is ``codebook[code]`` at each surviving position and exactly zero at
+pruned ones. :class:`SharedWeight` is a ``torch.nn.utils.parametrize`` parametrization that stores
+the surviving ``positions`` and their cluster ``codes`` as fixed buffers and takes the codebook as its
+only input; ``parametrize`` makes that codebook the module's ordinary ``nn.Parameter``
+(``module.parametrizations.weight.original``, shape ``(k,)``), so any optimizer, CUDA and
+DistributedDataParallel (which all-reduces it like any parameter) work unchanged, and the bias stays
+an ordinary parameter.
+
+Forward gathers ``codebook[codes]`` (``index_select``) and scatters it into a zero tensor; autograd's
+backward of the gather adds the gradients of all weights sharing a centroid, which is exactly the
+paper's Eq. 3, ``dL/dC_k = sum_{ij: I_ij = k} dL/dW_ij``. With ``grad_reduction="mean"`` that sum is
+divided by the cluster size. Pruned weights are never members of a cluster and stay exactly zero
+whatever the optimizer does, because they are not stored anywhere trainable.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from deepcompress.errors import ConfigError
+from deepcompress.quantize.config import GradReduction, check_bits
+
+
+class SharedWeight(nn.Module):
+    """Parametrization ``codebook (k,) -> weight (shape)`` of one weight-shared layer.
+
+    Buffers: ``positions`` (int64, flat row-major indices of the surviving weights, ascending),
+    ``codes`` (int64, the cluster of each position). ``bits`` (the paper's weight bits) and
+    ``grad_reduction`` are plain attributes.
+    """
+
+    def __init__(
+        self,
+        shape: torch.Size | tuple[int, ...],
+        positions: torch.Tensor,
+        codes: torch.Tensor,
+        n_clusters: int,
+        bits: int,
+        grad_reduction: GradReduction | str = GradReduction.SUM,
+    ) -> None:
+        super().__init__()
+        self.shape = torch.Size(shape)
+        self.bits = check_bits(bits)
+        self.n_clusters = int(n_clusters)
+        self.grad_reduction = GradReduction.parse(grad_reduction)
+        if self.n_clusters > 2**self.bits:
+            raise ConfigError(f"expected at most 2**{self.bits} clusters, got {self.n_clusters}")
+        positions = positions.to(torch.int64).flatten()
+        codes = codes.to(torch.int64).flatten()
+        if positions.shape != codes.shape:
+            raise ValueError(f"expected one code per position, got {codes.numel()} codes for {positions.numel()}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.n_clusters):
+            raise ValueError(f"expected codes in [0, {self.n_clusters}), got [{int(codes.min())}, {int(codes.max())}]")
+        self.register_buffer("positions", positions)
+        self.register_buffer("codes", codes)
+        counts = torch.bincount(codes, minlength=self.n_clusters).clamp_min(1)
+        # Derived from `codes`, so not saved in state_dict.
+        self.register_buffer("inv_counts", 1.0 / counts.to(torch.float32), persistent=False)
+
+    def forward(self, codebook: torch.Tensor) -> torch.Tensor:
+        """The dense weight: ``codebook[codes]`` at ``positions``, zero elsewhere."""
+        if self.grad_reduction is GradReduction.MEAN:
+            # Same value as `codebook` (the added term is exactly 0); gradient scaled by 1/|cluster|.
+            frozen = codebook.detach()
+            codebook = frozen + (codebook - frozen) * self.inv_counts.to(codebook.dtype)
+        values = codebook.index_select(0, self.codes)
+        flat = codebook.new_zeros(self.shape.numel()).scatter(0, self.positions, values)
+        return flat.view(self.shape)
+
+    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
+        """The codebook that best reproduces ``weight`` under the fixed codes: each cluster's mean.
+
+        Used when a weight is assigned to the module (``module.weight = w``); values at pruned
+        positions are ignored.
+        """
+        if weight.shape != self.shape:
+            raise ValueError(f"expected a weight of shape {tuple(self.shape)}, got {tuple(weight.shape)}")
+        values = weight.detach().flatten().index_select(0, self.positions.to(weight.device))
+        codes = self.codes.to(weight.device)
+        sums = torch.zeros(self.n_clusters, dtype=weight.dtype, device=weight.device).index_add_(0, codes, values)
+        counts = torch.bincount(codes, minlength=self.n_clusters).clamp_min(1)
+        return sums / counts.to(weight.dtype)
+
+
+def install_shared_weight_(module: nn.Module, shared: SharedWeight, codebook: torch.Tensor) -> nn.Module:
+    """Make ``module.weight`` computed by ``shared`` from a trainable ``codebook``; returns ``module``."""
+    weight = module.weight
+    if parametrize.is_parametrized(module, "weight"):
+        raise ConfigError(
+            f"{type(module).__name__}.weight is already parametrized; weight sharing needs a plain "
+            "weight (call strip_quantization_ or remove the other parametrization first)"
+        )
+    if not isinstance(weight, nn.Parameter):
+        raise ConfigError(
+            f"expected {type(module).__name__}.weight to be an nn.Parameter, got {type(weight).__name__} "
+            "(torch.nn.utils.prune? call torch.nn.utils.prune.remove first, deepcompress.prune keeps "
+            "a plain weight)"
+        )
+    shared = shared.to(weight.device)
+    parametrize.register_parametrization(module, "weight", shared)
+    with torch.no_grad():
+        module.parametrizations.weight.original.copy_(codebook.to(weight.device, weight.dtype))
+    return module
+
+
+def shared_weight_of(module: nn.Module) -> SharedWeight | None:
+    """The module's :class:`SharedWeight` parametrization, or ``None`` if its weight is not shared."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    for p in module.parametrizations.weight:
+        if isinstance(p, SharedWeight):
+            return p
+    return None
+
+
+def codebook_of(module: nn.Module) -> nn.Parameter:
+    """The trainable codebook of a weight-shared module."""
+    if shared_weight_of(module) is None:
+        raise ConfigError(f"{type(module).__name__} has no shared weight; run quantize_ first")
+    return module.parametrizations.weight.original
