@@ -1,0 +1,59 @@
+"""QuantizeConfig validation and round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from deepcompress.errors import ConfigError
+from deepcompress.quantize import CentroidInit, GradReduction, QuantizeConfig
+
+
+def test_defaults_are_the_papers() -> None:
+    cfg = QuantizeConfig()
+    assert cfg.init is CentroidInit.LINEAR and cfg.grad_reduction is GradReduction.SUM
+
+
+def test_round_trip_through_dict() -> None:
+    cfg = QuantizeConfig(bits={"conv*": 8, "*": 5}, init="kmeans++", grad_reduction="mean", patterns=["fc*"])
+    data = cfg.to_dict()
+    assert data["bits"] == {"conv*": 8, "*": 5} and data["init"] == "kmeans++" and data["patterns"] == ["fc*"]
+    assert QuantizeConfig.from_dict(data) == cfg
+
+
+def test_from_dict_rejects_unknown_keys() -> None:
+    with pytest.raises(ConfigError, match=r"unknown quantize config keys \['bitz'\]; allowed keys are \['bits', "):
+        QuantizeConfig.from_dict({"bitz": 4})
+
+
+@pytest.mark.parametrize("bits", [0, 17, -1, 2.5, True, "8"])
+def test_bits_outside_1_to_16_are_rejected(bits: object) -> None:
+    with pytest.raises(ConfigError, match=f"expected bits to be an integer in 1..16, got {bits!r}"):
+        QuantizeConfig(bits=bits)  # type: ignore[arg-type]
+
+
+def test_bits_mapping_names_the_bad_entry() -> None:
+    with pytest.raises(ConfigError, match=r"expected bits\['fc\*'\] to be an integer in 1..16, got 0"):
+        QuantizeConfig(bits={"conv*": 8, "fc*": 0})
+
+
+def test_unknown_init_lists_the_four() -> None:
+    with pytest.raises(
+        ConfigError, match="unknown centroid init 'forgy'; expected one of 'linear', 'density', 'random', 'kmeans\\+\\+'"
+    ):
+        QuantizeConfig(init="forgy")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"grad_reduction": "max"}, "unknown grad_reduction 'max'; expected one of 'sum', 'mean'"),
+        ({"max_iter": 0}, "expected max_iter to be an integer >= 1, got 0"),
+        ({"tol": float("nan")}, "expected tol to be a finite number >= 0.0, got nan"),
+        ({"lr": 0.0}, "expected lr to be a finite number > 0.0, got 0.0"),
+        ({"epochs": -1}, "expected epochs to be an integer >= 0, got -1"),
+        ({"types": ["dense"]}, "unknown layer type 'dense'; expected one of \\['conv2d', 'linear'\\]"),
+    ],
+)
+def test_other_bad_values(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        QuantizeConfig(**kwargs)
