@@ -72,13 +72,13 @@ def models(draw: st.DrawFn) -> CompressedModel:
     for i in range(draw(st.integers(0, 3))):
         shape = tuple(draw(st.lists(st.integers(1, 12), min_size=1, max_size=4)))
         numel = int(np.prod(shape))
-        mask = draw(st.lists(st.booleans(), min_size=numel, max_size=numel))
-        positions = np.flatnonzero(mask)
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        positions = np.flatnonzero(rng.random(numel) < draw(st.sampled_from([0.0, 0.05, 0.5, 1.0])))
         wbits = draw(st.integers(1, 8))
         k = draw(st.integers(1, 2**wbits))
         floats = st.floats(width=32, allow_nan=True, allow_infinity=True)
         codebook = np.array(draw(st.lists(floats, min_size=k, max_size=k)), dtype=np.float32)
-        codes = np.array(draw(st.lists(st.integers(0, k - 1), min_size=positions.size, max_size=positions.size)), dtype=np.int64)
+        codes = rng.integers(0, k, positions.size)
         bias = np.array(draw(st.lists(floats, min_size=shape[0], max_size=shape[0])), dtype=np.float32) if draw(st.booleans()) else None
         layers.append(
             CompressedLayer(f"l{i}", "conv2d" if len(shape) == 4 else "linear", shape, codebook, positions, codes, bias, wbits, draw(st.integers(1, 16)))
