@@ -14,6 +14,7 @@ what a weight-shared layer computes.
 
 from __future__ import annotations
 
+import heapq
 from typing import Sequence
 
 import numpy as np
@@ -39,9 +40,8 @@ class KMeans1D:
             ``0`` (default) iterates until the partition no longer changes (exact convergence).
         seed: seed of the ``random`` and ``kmeans++`` initialisations.
 
-    Empty clusters are re-seeded deterministically: each takes the data value farthest from its
-    centroid (in 1-D that is an end of some cluster's run), the farthest first, as scikit-learn does.
-    A cluster still empty when ``max_iter`` runs out is dropped. Data with fewer distinct values
+    Empty clusters are re-seeded deterministically by splitting the cluster with the largest squared
+    error in two at its mean (see :func:`_reseed`). A cluster still empty when ``max_iter`` runs out is dropped. Data with fewer distinct values
     than ``k`` get one cluster per distinct value. Either way ``n_clusters_`` reports how many
     clusters were actually used.
 
@@ -92,6 +92,7 @@ class KMeans1D:
         np.cumsum(xs, dtype=np.float64, out=prefix[1:])
         threshold = self.tol * float(np.var(xs, dtype=np.float64)) if self.tol > 0 else 0.0
 
+        prefix_sq: np.ndarray | None = None
         self.converged_ = False
         self.n_iter_ = 0
         for _ in range(self.max_iter):
@@ -102,7 +103,11 @@ class KMeans1D:
             means = (prefix[edges[1:]] - prefix[edges[:-1]]) / np.maximum(counts, 1)
             updated = np.where(empty, centroids, means)
             if empty.any():
-                updated = np.sort(_reseed(xs, updated, edges, empty))
+                if prefix_sq is None:  # only needed to re-seed empty clusters, so built on demand
+                    prefix_sq = np.empty_like(prefix)
+                    prefix_sq[0] = 0.0
+                    np.cumsum(np.square(xs, dtype=np.float64), out=prefix_sq[1:])
+                updated = np.sort(_reseed(xs, prefix, prefix_sq, updated, edges, empty))
                 centroids = updated
                 continue
             shift = float(np.sum((updated - centroids) ** 2))
@@ -164,31 +169,41 @@ def _run_edges(xs: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return np.concatenate(([0], bounds, [xs.size]))
 
 
-def _reseed(xs: np.ndarray, centroids: np.ndarray, edges: np.ndarray, empty: np.ndarray) -> np.ndarray:
-    """Move empty clusters' centroids onto the data values farthest from their own centroid.
+def _reseed(
+    xs: np.ndarray, prefix: np.ndarray, prefix_sq: np.ndarray, centroids: np.ndarray, edges: np.ndarray, empty: np.ndarray
+) -> np.ndarray:
+    """Give each empty cluster's centroid half of the cluster with the largest squared error.
 
-    A cluster's farthest member is one of the two ends of its run in sorted data, so the candidates
-    are the ``2 (k - e)`` run ends, taken by decreasing squared distance (ties: lower value first),
-    distinct values only. Clusters left without a candidate stay where they are for the next step.
+    Greedy bisection, one empty cluster at a time: the run (cluster) with the largest sum of squared
+    errors is cut at its mean; its centroid becomes the lower part's mean and the empty centroid the
+    upper part's. Both parts' errors come from prefix sums (``O(log n)`` each) and go back on a heap,
+    so ``e`` empty clusters cost ``O(e (log k + log n))``; the cut that lowers the total error most
+    is taken first (ties: lower cluster). scikit-learn instead moves empty clusters onto the points
+    farthest from their centroids, which in 1-D puts them in the sparse tails where they help least.
     """
-    full = np.flatnonzero(~empty)
-    ends = np.concatenate((xs[edges[full]], xs[edges[full + 1] - 1])).astype(np.float64)
-    owners = np.concatenate((centroids[full], centroids[full]))
-    dist = (ends - owners) ** 2
-    order = np.lexsort((ends, -dist))
+
+    def sse(lo: int, hi: int) -> float:
+        if hi - lo < 2:
+            return 0.0
+        s1 = prefix[hi] - prefix[lo]
+        return max(0.0, float(prefix_sq[hi] - prefix_sq[lo] - s1 * s1 / (hi - lo)))
+
     out = centroids.copy()
-    taken = set(centroids[full].tolist())
-    slots = iter(np.flatnonzero(empty))
-    slot = next(slots, None)
-    for i in order:
-        if slot is None or dist[i] == 0.0:
-            break
-        value = float(ends[i])
-        if value in taken:
+    full = np.flatnonzero(~empty)
+    heap = [(-sse(int(edges[j]), int(edges[j + 1])), int(j), int(edges[j]), int(edges[j + 1])) for j in full]
+    heapq.heapify(heap)
+    for slot in np.flatnonzero(empty):
+        neg_err, j, lo, hi = heapq.heappop(heap)
+        if neg_err == 0.0:  # nothing left to split: the cluster stays empty for this step
+            heapq.heappush(heap, (neg_err, j, lo, hi))
             continue
-        taken.add(value)
-        out[slot] = value
-        slot = next(slots, None)
+        mean = (prefix[hi] - prefix[lo]) / (hi - lo)
+        cut = lo + int(np.searchsorted(xs[lo:hi], mean, side="right"))
+        cut = min(max(cut, lo + 1), hi - 1)
+        out[j] = (prefix[cut] - prefix[lo]) / (cut - lo)
+        out[slot] = (prefix[hi] - prefix[cut]) / (hi - cut)
+        heapq.heappush(heap, (-sse(lo, cut), j, lo, cut))
+        heapq.heappush(heap, (-sse(cut, hi), int(slot), cut, hi))
     return out
 
 
