@@ -30,8 +30,10 @@ _GRAD_HOOK = "_deepcompress_grad_hook"
 
 
 def _masked_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """Layers carrying a deepcompress mask (a ``bool`` buffer; torch.nn.utils.prune's float masks are not)."""
     for name, module in model.named_modules():
-        if isinstance(getattr(module, MASK, None), torch.Tensor):
+        mask = getattr(module, MASK, None)
+        if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
             yield name, module
 
 
@@ -45,7 +47,7 @@ def _store_mask(module: nn.Module, mask: torch.Tensor) -> None:
     weight = module.weight
     mask = mask.to(device=weight.device, dtype=torch.bool)
     current = getattr(module, MASK, None)
-    if isinstance(current, torch.Tensor) and current.shape == mask.shape:
+    if isinstance(current, torch.Tensor) and current.dtype == torch.bool and current.shape == mask.shape:
         current.copy_(mask)
     else:
         module.register_buffer(MASK, mask.clone())

@@ -5,9 +5,9 @@
 * ``method`` -- how the pruned set is chosen per round:
 
   - ``"std"`` (default, the paper's rule): a layer's weights with ``|w| < quality * std(w)`` are
-    pruned, ``std`` taken over the layer's whole weight tensor as it stands when pruning (weights
-    pruned in earlier rounds count as zeros, so re-applying the same quality to unchanged weights
-    prunes nothing new);
+    pruned, ``std`` being the population standard deviation of the layer's whole weight tensor as
+    it stands when pruning (weights pruned in earlier rounds count as zeros; in a zero-centred layer
+    this lowers the std, so re-applying a quality to unchanged weights prunes nothing more);
   - ``"sparsity"``: exactly ``round(sparsity * n)`` weights of each layer are pruned, the smallest
     magnitudes first;
   - ``"global"``: one magnitude threshold across all selected layers, pruning exactly
@@ -16,9 +16,16 @@
 * ``bias`` -- ``"keep"``: biases are never pruned, as in the paper (its tables count weights only).
   This is the only policy; it is explicit so that configs say so.
 
-Iterative pruning (Han 2015, section 3.3) runs ``rounds`` prune/retrain rounds. The target ramps
-linearly and reaches its final value at the last round: in round ``r`` (0-based) of ``R`` the
-quality (or sparsity) used is ``final * (r + 1) / R``. Masks only ever shrink across rounds.
+Iterative pruning (Han 2015, section 3.3) runs ``rounds`` prune/retrain rounds; the target reaches
+its final value at the last round. In round ``r`` (0-based) of ``R``:
+
+* a sparsity target ``s`` keeps ``(1 - s) ** ((r + 1) / R)`` of the weights, so every round removes
+  the same fraction of the weights still alive (a linear ramp would leave most of the pruning, and
+  of the accuracy loss, to the last round: 90% -> 30/60/90% prunes 57% of the survivors at the end);
+* a quality ``q`` is used as ``q * (r + 1) / R``: for bell-shaped weights the kept fraction then
+  falls by a roughly constant factor per round as well.
+
+Masks only ever shrink across rounds.
 
 ``lr_factor``, ``epochs_per_round``, ``weight_decay`` and ``adjust_dropout`` describe retraining:
 the retraining learning rate is the original one times ``lr_factor`` (0.1 for LeNet in the paper,
@@ -93,12 +100,18 @@ def _check_target(value: object, what: str, *, upper: float | None) -> Target:
     return _check_number(value, what, upper=upper)
 
 
-def ramp(target: Target, round_index: int, rounds: int) -> Target:
-    """The target of round ``round_index`` (0-based) of ``rounds``: ``final * (round_index + 1) / rounds``."""
-    scale = (round_index + 1) / rounds
+def _ramp_one(final: float, progress: float, is_sparsity: bool) -> float:
+    if is_sparsity:
+        return 1.0 - (1.0 - final) ** progress
+    return final * progress
+
+
+def ramp(target: Target, round_index: int, rounds: int, *, is_sparsity: bool) -> Target:
+    """The target of round ``round_index`` (0-based) of ``rounds`` (rules in the module docstring)."""
+    progress = (round_index + 1) / rounds
     if isinstance(target, Mapping):
-        return MappingProxyType({pattern: value * scale for pattern, value in target.items()})
-    return target * scale
+        return MappingProxyType({p: _ramp_one(v, progress, is_sparsity) for p, v in target.items()})
+    return _ramp_one(target, progress, is_sparsity)
 
 
 @dataclass(frozen=True)
@@ -159,7 +172,7 @@ class PruneConfig:
             return final
         if isinstance(round_index, bool) or not isinstance(round_index, int) or not 0 <= round_index < self.rounds:
             raise ConfigError(f"round_index: expected an integer in [0, {self.rounds}), got {round_index!r}")
-        return ramp(final, round_index, self.rounds)
+        return ramp(final, round_index, self.rounds, is_sparsity=self.method is not PruneMethod.STD)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/TOML-ready data; :meth:`from_dict` reads it back."""
