@@ -1,0 +1,188 @@
+"""Sparse codebook runtime layers against the decoded dense layer (F.linear / F.conv2d)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from deepcompress.compressed import CompressedLayer, CompressedModel
+from deepcompress.errors import CheckpointError, ConfigError
+from deepcompress.models import build_model
+from deepcompress.runtime import (
+    PackedCodebookCSR,
+    SparseCodebookConv2d,
+    SparseCodebookLinear,
+    kernels,
+    to_sparse_module,
+)
+
+NUMBA_MODES = [pytest.param(True, id="numba"), pytest.param(False, id="torch-fallback")]
+
+
+def random_layer(
+    shape: tuple[int, ...],
+    density: float,
+    rng: np.random.Generator,
+    kind: str = "linear",
+    weight_bits: int = 5,
+    positions: np.ndarray | None = None,
+    bias: bool = True,
+    name: str = "fc",
+) -> CompressedLayer:
+    numel = int(np.prod(shape))
+    if positions is None:
+        positions = np.flatnonzero(rng.random(numel) < density)
+    k = min(2**weight_bits, 600)  # 600 needs 10 bits
+    codebook = rng.standard_normal(k).astype(np.float32)
+    codes = rng.integers(0, k, positions.size)
+    b = rng.standard_normal(shape[0]).astype(np.float32) if bias else None
+    return CompressedLayer(name, kind, shape, codebook, positions, codes, b, weight_bits, 5)
+
+
+@pytest.fixture(params=NUMBA_MODES)
+def numba_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    if request.param and not kernels.HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", request.param)
+    return bool(request.param)
+
+
+def check_linear(layer: CompressedLayer, batch: int, rng: np.random.Generator) -> None:
+    module = SparseCodebookLinear.from_compressed(layer)
+    x = torch.from_numpy(rng.standard_normal((batch, layer.shape[1])).astype(np.float32))
+    bias = None if layer.bias is None else torch.from_numpy(layer.bias)
+    expected = F.linear(x, torch.from_numpy(layer.dense_weight()), bias)
+    got = module(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 64])
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.3, 1.0])
+def test_linear_matches_dense(numba_mode: bool, batch: int, density: float) -> None:
+    rng = np.random.default_rng(int(density * 100) + batch)
+    check_linear(random_layer((37, 300), density, rng), batch, rng)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_linear_block_edges_gaps_and_empty_rows(numba_mode: bool, batch: int) -> None:
+    """Columns on both sides of the 2048-wide block edges, gaps of 31/32/33 (5-bit index bound),
+    empty rows (0, 2 and the last), and a row that is completely full."""
+    rng = np.random.default_rng(1)
+    rows, cols = 6, 5000
+    picks = {
+        1: [0, 31, 63, 96, 2047, 2048, 2049, 4095, 4096, 4999],
+        3: list(range(0, cols, 33)),
+        4: list(range(cols)),
+    }
+    positions = np.array(sorted(r * cols + c for r, cs in picks.items() for c in cs))
+    check_linear(random_layer((rows, cols), 0, rng, positions=positions), batch, rng)
+
+
+@pytest.mark.parametrize("weight_bits", [1, 2, 8, 10])
+def test_linear_codebook_widths(numba_mode: bool, weight_bits: int) -> None:
+    rng = np.random.default_rng(weight_bits)
+    layer = random_layer((20, 3000), 0.1, rng, weight_bits=weight_bits, bias=False)
+    packed = PackedCodebookCSR.from_layer(layer)
+    assert packed.words.dtype == (np.uint16 if weight_bits <= 8 else np.uint32)
+    for batch in (1, 4):
+        check_linear(layer, batch, rng)
+
+
+def test_linear_leading_dims_and_bad_input() -> None:
+    rng = np.random.default_rng(2)
+    layer = random_layer((8, 16), 0.5, rng)
+    module = SparseCodebookLinear.from_compressed(layer)
+    x = torch.from_numpy(rng.standard_normal((2, 3, 16)).astype(np.float32))
+    expected = F.linear(x, torch.from_numpy(layer.dense_weight()), torch.from_numpy(layer.bias))
+    torch.testing.assert_close(module(x), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"expected input \(\.\.\., 16\), got \(2, 15\)"):
+        module(torch.zeros(2, 15))
+    with pytest.raises(TypeError, match="expected a float32 CPU tensor, got torch.float64"):
+        module(torch.zeros(2, 16, dtype=torch.float64))
+    with pytest.raises(ValueError, match="expected kind 'linear', got 'conv2d'"):
+        SparseCodebookLinear.from_compressed(random_layer((4, 1, 3, 3), 0.5, rng, kind="conv2d"))
+
+
+def test_packed_bytes_are_two_per_weight() -> None:
+    rng = np.random.default_rng(3)
+    layer = random_layer((100, 4096), 0.1, rng)
+    packed = PackedCodebookCSR.from_layer(layer)
+    assert packed.words.nbytes == 2 * layer.nnz
+    assert packed.nbytes == 2 * layer.nnz + packed.ptr.nbytes + 32 * 4
+    crow, col, values = packed.csr_arrays()
+    np.testing.assert_array_equal(crow[-1], layer.nnz)
+    np.testing.assert_array_equal(np.sort(crow[:-1] * 0 + 1), np.ones(100))
+    dense = np.zeros(layer.shape, np.float32)
+    dense[np.repeat(np.arange(100), np.diff(crow)), col] = values
+    np.testing.assert_array_equal(dense, layer.dense_weight())
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize(
+    "stride,padding,dilation", [((1, 1), (0, 0), (1, 1)), ((2, 1), (1, 2), (1, 1)), ((1, 1), (1, 1), (2, 2))]
+)
+def test_conv_matches_dense(numba_mode: bool, batch: int, stride: tuple, padding: tuple, dilation: tuple) -> None:
+    rng = np.random.default_rng(batch)
+    layer = random_layer((7, 3, 3, 5), 0.4, rng, kind="conv2d", weight_bits=8, name="conv")
+    module = SparseCodebookConv2d.from_compressed(layer, stride=stride, padding=padding, dilation=dilation)
+    x = torch.from_numpy(rng.standard_normal((batch, 3, 11, 13)).astype(np.float32))
+    expected = F.conv2d(
+        x, torch.from_numpy(layer.dense_weight()), torch.from_numpy(layer.bias), stride, padding, dilation
+    )
+    torch.testing.assert_close(module(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def random_model(name: str, rng: np.random.Generator, density: float = 0.1) -> CompressedModel:
+    model = build_model(name)
+    layers = []
+    for qual, module in model.named_modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            kind = "linear" if isinstance(module, torch.nn.Linear) else "conv2d"
+            shape = tuple(module.weight.shape)
+            layers.append(random_layer(shape, density, rng, kind=kind, weight_bits=5 if kind == "linear" else 8,
+                                       name=qual))
+    return CompressedModel(name, layers)
+
+
+def dense_model(cm: CompressedModel) -> torch.nn.Module:
+    model = build_model(cm.model_name)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in cm.state_dict().items()})
+    return model.eval()
+
+
+@pytest.mark.parametrize("conv_mode", ["dense", "sparse"])
+@pytest.mark.parametrize("name", ["lenet300", "lenet5"])
+def test_to_sparse_module_predictions(numba_mode: bool, name: str, conv_mode: str) -> None:
+    rng = np.random.default_rng(4)
+    cm = random_model(name, rng)
+    sparse = to_sparse_module(cm, conv_mode=conv_mode)
+    assert not sparse.training and not any(p.requires_grad for p in sparse.parameters())
+    assert isinstance(sparse.fc1, SparseCodebookLinear)
+    if name == "lenet5":
+        assert isinstance(sparse.conv2, SparseCodebookConv2d) == (conv_mode == "sparse")
+    x = torch.from_numpy(rng.random((16, 1, 28, 28)).astype(np.float32))
+    with torch.no_grad():
+        expected = dense_model(cm)(x)
+        got = sparse(x)
+        one = sparse(x[:1])
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(one, expected[:1], rtol=1e-4, atol=1e-4)
+    assert torch.equal(got.argmax(1), expected.argmax(1))
+
+
+def test_to_sparse_module_errors() -> None:
+    rng = np.random.default_rng(5)
+    cm = random_model("lenet300", rng)
+    with pytest.raises(ConfigError, match=r"unknown conv mode 'fast'; expected one of \['dense', 'sparse'\]"):
+        to_sparse_module(cm, conv_mode="fast")
+    partial = CompressedModel("lenet300", cm.layers[:2])
+    with pytest.raises(CheckpointError, match=r"extras are missing \['fc3.bias', 'fc3.weight'\]"):
+        to_sparse_module(partial)
+    partial.extras = {"fc3.weight": np.zeros((10, 100), np.float32), "fc3.bias": np.zeros(10, np.float32)}
+    assert isinstance(to_sparse_module(partial).fc3, torch.nn.Linear)
+    wrong = CompressedModel("lenet300", [random_layer((300, 784), 0.1, rng, name="fc9")] + cm.layers[1:])
+    with pytest.raises(CheckpointError, match="compressed layer 'fc9' is not a submodule of 'lenet300'"):
+        to_sparse_module(wrong)
