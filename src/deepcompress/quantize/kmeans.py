@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from deepcompress.quantize.config import CentroidInit, check_bits
+from deepcompress.quantize.config import CentroidInit
 from deepcompress.quantize.init import Seed, initializer
 
 # Buckets per midpoint of the lookup table used to label the data (see _nearest); more buckets mean
@@ -74,15 +74,12 @@ class KMeans1D:
         self.tol = float(tol)
         self.seed = seed
 
-    @classmethod
-    def for_bits(cls, bits: int, **kwargs: object) -> KMeans1D:
-        """A k-means with ``2**bits`` clusters (the paper's ``b``-bit weight sharing)."""
-        return cls(2 ** check_bits(bits), **kwargs)  # type: ignore[arg-type]
-
     def fit(self, x: np.ndarray | Sequence[float]) -> KMeans1D:
         """Cluster the values of ``x`` (any shape, flattened); returns ``self``."""
         data = _as_float32_vector(x)
         xs = np.sort(data)
+        if not (np.isfinite(xs[0]) and np.isfinite(xs[-1])):  # the sort puts NaN last, -inf first
+            raise ValueError("expected finite values, got NaN or infinity (after rounding to float32)")
         n_distinct = int(np.count_nonzero(xs[1:] != xs[:-1])) + 1
         k = min(self.n_clusters, n_distinct)
         rng = np.random.default_rng(self.seed)
@@ -141,11 +138,10 @@ def _as_float32_vector(x: np.ndarray | Sequence[float]) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype.kind not in "fiu":
         raise ValueError(f"expected real numbers, got an array of dtype {arr.dtype}")
-    data = np.ascontiguousarray(arr, dtype=np.float32).ravel()
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, rejected after the sort
+        data = np.ascontiguousarray(arr, dtype=np.float32).ravel()
     if data.size == 0:
         raise ValueError("expected at least one value to cluster, got an empty array")
-    if not np.isfinite(data).all():
-        raise ValueError("expected finite values, got NaN or infinity (after rounding to float32)")
     return data
 
 
