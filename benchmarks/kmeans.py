@@ -57,6 +57,7 @@ def machine() -> dict[str, object]:
     return {
         "cpu": model,
         "logical_cores": os.cpu_count(),
+        "load_average_1m_at_start": os.getloadavg()[0],  # shared machine: other jobs slow every figure
         "python": platform.python_version(),
         "numpy": np.__version__,
         "scikit_learn": sklearn.__version__,
