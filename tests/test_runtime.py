@@ -50,7 +50,7 @@ def numba_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
 
 
 def check_linear(layer: CompressedLayer, batch: int, rng: np.random.Generator) -> None:
-    module = SparseCodebookLinear.from_compressed(layer)
+    module = SparseCodebookLinear.from_compressed(layer, dense_batch=None)  # always the sparse kernels
     x = torch.from_numpy(rng.standard_normal((batch, layer.shape[1])).astype(np.float32))
     bias = None if layer.bias is None else torch.from_numpy(layer.bias)
     expected = F.linear(x, torch.from_numpy(layer.dense_weight()), bias)
@@ -89,6 +89,23 @@ def test_linear_codebook_widths(numba_mode: bool, weight_bits: int) -> None:
     assert packed.words.dtype == (np.uint16 if weight_bits <= 8 else np.uint32)
     for batch in (1, 4):
         check_linear(layer, batch, rng)
+
+
+@pytest.mark.parametrize("dense_batch", [None, 2, "auto"])
+def test_linear_dense_batch_policy(numba_mode: bool, dense_batch: object) -> None:
+    rng = np.random.default_rng(6)
+    layer = random_layer((30, 200), 0.3, rng)
+    module = SparseCodebookLinear.from_compressed(layer, dense_batch=dense_batch)
+    assert module.dense_batch == {None: None, 2: 2, "auto": 16}[dense_batch]
+    for batch in (1, 2, 20):
+        x = torch.from_numpy(rng.standard_normal((batch, 200)).astype(np.float32))
+        expected = F.linear(x, torch.from_numpy(layer.dense_weight()), torch.from_numpy(layer.bias))
+        torch.testing.assert_close(module(x), expected, rtol=1e-4, atol=1e-4)
+    assert (module._dense is not None) == (dense_batch is not None)
+    sparse = SparseCodebookLinear.from_compressed(random_layer((30, 200), 0.05, rng))
+    assert sparse.dense_batch is None  # sparse layers keep the batch kernel
+    with pytest.raises(ValueError, match=r"expected dense_batch 'auto', None or an int >= 1, got 0"):
+        SparseCodebookLinear.from_compressed(layer, dense_batch=0)
 
 
 def test_linear_leading_dims_and_bad_input() -> None:

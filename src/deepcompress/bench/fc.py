@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -71,10 +72,12 @@ def _kernels(layer: CompressedLayer, batch: int) -> tuple[dict[str, Callable[[],
     csr_scipy = scipy.sparse.csr_matrix(
         (values, col.astype(np.int32), crow.astype(np.int32)), shape=layer.shape
     )
-    csr_torch = torch.sparse_csr_tensor(
-        torch.from_numpy(crow), torch.from_numpy(col), torch.from_numpy(values), size=layer.shape,
-        check_invariants=False,
-    )
+    with warnings.catch_warnings():  # torch flags sparse CSR as beta on every construction
+        warnings.simplefilter("ignore", UserWarning)
+        csr_torch = torch.sparse_csr_tensor(
+            torch.from_numpy(crow), torch.from_numpy(col), torch.from_numpy(values), size=layer.shape,
+            check_invariants=False,
+        )
     state: dict = {"batch": batch, "in": layer.shape[1]}
     calls: dict[str, Callable[[], object]] = {
         "dense_torch": lambda: F.linear(state["x_t"], dense_t),

@@ -42,12 +42,31 @@ def _check_kind(layer: CompressedLayer, kind: str) -> None:
         raise ValueError(f"layer {layer.name!r}: expected kind {kind!r}, got {layer.kind!r}")
 
 
-class _PackedMatmul(nn.Module):
-    """``W @ x`` for a packed ``(rows, cols)`` matrix ``W`` and ``x`` of shape ``(cols, n)``."""
+# At or above this batch, layers denser than DENSE_BATCH_DENSITY decode a dense weight once and call
+# the dense BLAS: benchmarks/fc.py measured the sparse batch kernel no faster than dense GEMM at batch 64
+# for the paper's 23-25% dense fc8 layers, and 1.2-2.5x faster for the 4-9% dense ones.
+DENSE_BATCH_MIN = 16
+DENSE_BATCH_DENSITY = 0.15
 
-    def __init__(self, packed: PackedCodebookCSR, bias: np.ndarray | None) -> None:
+
+class _PackedMatmul(nn.Module):
+    """``W @ x`` for a packed ``(rows, cols)`` matrix ``W`` and ``x`` of shape ``(cols, n)``.
+
+    ``dense_batch`` is the batch size from which a dense copy of ``W`` (decoded on first use, then
+    kept) is used with the dense BLAS; ``None`` never decodes. ``"auto"`` (the default) means
+    :data:`DENSE_BATCH_MIN` for layers denser than :data:`DENSE_BATCH_DENSITY`, else ``None``.
+    """
+
+    def __init__(self, packed: PackedCodebookCSR, bias: np.ndarray | None, dense_batch: int | None | str = "auto") -> None:
         super().__init__()
         self.packed = packed
+        if dense_batch == "auto":
+            density = packed.nnz / max(packed.rows * packed.cols, 1)
+            dense_batch = DENSE_BATCH_MIN if density > DENSE_BATCH_DENSITY else None
+        if dense_batch is not None and (not isinstance(dense_batch, int) or dense_batch < 1):
+            raise ValueError(f"expected dense_batch 'auto', None or an int >= 1, got {dense_batch!r}")
+        self.dense_batch = dense_batch
+        self._dense: torch.Tensor | None = None  # decoded on first large batch
         self._csr: torch.Tensor | None = None  # torch fallback, built on first use
         bias_t = None if bias is None else torch.from_numpy(np.array(bias, dtype=np.float32))
         self.register_buffer("bias", bias_t, persistent=False)
@@ -67,9 +86,19 @@ class _PackedMatmul(nn.Module):
                 )
         return self._csr
 
+    def _dense_weight(self) -> torch.Tensor:
+        if self._dense is None:
+            crow, col, values = self.packed.csr_arrays()
+            dense = np.zeros((self.packed.rows, self.packed.cols), dtype=np.float32)
+            dense[np.repeat(np.arange(self.packed.rows), np.diff(crow)), col] = values
+            self._dense = torch.from_numpy(dense)
+        return self._dense
+
     def matmul(self, x_t: torch.Tensor) -> torch.Tensor:
         """``W @ x_t`` with ``x_t`` of shape ``(cols, n)``; returns ``(rows, n)`` without the bias."""
         n = x_t.shape[1]
+        if self.dense_batch is not None and n >= self.dense_batch:
+            return self._dense_weight() @ x_t.detach()
         if not kernels.HAVE_NUMBA:
             return torch.sparse.mm(self._fallback_csr(), x_t.detach().contiguous())
         out = np.empty((self.packed.rows, n), dtype=np.float32)
@@ -87,20 +116,23 @@ class SparseCodebookLinear(_PackedMatmul):
     Args:
         packed: the weight, ``(out_features, in_features)``.
         bias: float32 ``(out_features,)`` or ``None``.
+        dense_batch: batch size from which a decoded dense weight is used (see :class:`_PackedMatmul`).
     """
 
-    def __init__(self, packed: PackedCodebookCSR, bias: np.ndarray | None = None) -> None:
-        super().__init__(packed, bias)
+    def __init__(
+        self, packed: PackedCodebookCSR, bias: np.ndarray | None = None, dense_batch: int | None | str = "auto"
+    ) -> None:
+        super().__init__(packed, bias, dense_batch)
         self.in_features = packed.cols
         self.out_features = packed.rows
 
     @classmethod
-    def from_compressed(cls, layer: CompressedLayer) -> "SparseCodebookLinear":
+    def from_compressed(cls, layer: CompressedLayer, dense_batch: int | None | str = "auto") -> "SparseCodebookLinear":
         """Build from a ``"linear"`` :class:`CompressedLayer`."""
         _check_kind(layer, "linear")
         if len(layer.shape) != 2:
             raise ValueError(f"layer {layer.name!r}: expected a 2-D linear weight, got shape {layer.shape}")
-        return cls(PackedCodebookCSR.from_layer(layer), layer.bias)
+        return cls(PackedCodebookCSR.from_layer(layer), layer.bias, dense_batch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, "SparseCodebookLinear")
@@ -138,7 +170,7 @@ class SparseCodebookConv2d(_PackedMatmul):
         padding: tuple[int, int] = (0, 0),
         dilation: tuple[int, int] = (1, 1),
     ) -> None:
-        super().__init__(packed, bias)
+        super().__init__(packed, bias, dense_batch=None)
         kh, kw = kernel_size
         if packed.cols % (kh * kw):
             raise ValueError(

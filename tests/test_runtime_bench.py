@@ -1,0 +1,83 @@
+"""The fc benchmark, whole-model latency and energy estimate: structure and correctness, never speed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from deepcompress.bench import PAPER_LAYERS, energy_estimate, plot_fc, run_fc_benchmark, whole_model_latency
+from deepcompress.bench.fc import KERNELS, synthetic_layer
+from deepcompress.bench.latency import DRAM_READ_PJ, SRAM_READ_PJ
+from deepcompress.errors import ConfigError
+from deepcompress.models import build_model
+from test_runtime import dense_model, random_model
+
+
+@pytest.fixture(scope="module")
+def quick_result() -> dict:
+    return run_fc_benchmark(layers=["alexnet_fc8", "vgg16_fc6"], batches=(1, 4), quick=True)
+
+
+def test_fc_benchmark_structure_and_errors(quick_result: dict, tmp_path) -> None:
+    rows = quick_result["results"]
+    assert [(r["layer"], r["batch"]) for r in rows] == [
+        ("alexnet_fc8", 1), ("alexnet_fc8", 4), ("vgg16_fc6", 1), ("vgg16_fc6", 4)
+    ]
+    for row in rows:
+        for key in ("dense_us", "ours_us", "speedup", "floor_us", "ours_over_floor", "fastest_dense"):
+            assert key in row
+        assert set(row["cold_us"]) == set(row["warm_us"]) == set(row["bytes"]) == set(KERNELS)
+        assert row["speedup"] == pytest.approx(row["dense_us"] / row["ours_us"])
+        assert row["bytes"]["ours"] < row["bytes"]["csr_scipy"] < row["bytes"]["dense_numpy"]
+        assert max(row["relative_error"].values()) < 1e-5
+    machine = quick_result["machine"]
+    assert machine["cores"] >= 1 and "numpy" in machine["versions"] and machine["threads"]["torch"] >= 1
+    assert quick_result["read_bandwidth_gbs"] > 0
+    json.dumps(quick_result)  # JSON-ready
+    plot_fc(quick_result, str(tmp_path / "fc.png"))
+    assert (tmp_path / "fc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fc_benchmark_rejects_bad_arguments() -> None:
+    with pytest.raises(ConfigError, match=r"unknown fc layers \['fc9'\]"):
+        run_fc_benchmark(layers=["fc9"], quick=True)
+    with pytest.raises(ConfigError, match=r"expected batch sizes >= 1, got \[0\]"):
+        run_fc_benchmark(batches=(0,), quick=True)
+
+
+def test_synthetic_layer_density_and_codebook() -> None:
+    out, inp, density, _ = PAPER_LAYERS["alexnet_fc8"]
+    layer = synthetic_layer("fc8", out // 8, inp // 8, density, np.random.default_rng(0))
+    assert layer.nnz == round(density * layer.numel)
+    assert layer.codebook.size == 32 and layer.weight_bits == 5
+    kept = np.abs(layer.dense_weight()[layer.dense_weight() != 0])
+    assert kept.size <= layer.nnz  # a code may decode to a value near 0, never more than kept
+
+
+def test_whole_model_latency_lenet300() -> None:
+    cm = random_model("lenet300", np.random.default_rng(0))
+    x = torch.rand(1, 784)
+    result = whole_model_latency(cm, dense_model(cm), x, repeats=5, warmup=1)
+    assert result["batch"] == 1 and result["model"] == "lenet300"
+    assert result["max_abs_diff"] < 1e-4
+    assert result["speedup"] == pytest.approx(result["dense"]["median_us"] / result["sparse"]["median_us"])
+
+
+def test_energy_estimate_lenet300_and_lenet5() -> None:
+    cm = random_model("lenet300", np.random.default_rng(1), density=0.1)
+    small = energy_estimate(cm, on_chip_bytes=10**9)
+    assert small["dense"]["memory"] == small["compressed"]["memory"] == "SRAM"
+    assert small["dense"]["adds"] == 266_200  # one per weight
+    assert small["compressed"]["adds"] == sum(l.nnz for l in cm.layers)
+    assert small["dense"]["read_pj"] == small["dense"]["reads_32bit"] * SRAM_READ_PJ
+    split = energy_estimate(cm, on_chip_bytes=200_000)  # compressed fits, dense (1.07 MB) does not
+    assert split["dense"]["memory"] == "DRAM" and split["compressed"]["memory"] == "SRAM"
+    assert split["dense"]["read_pj"] == split["dense"]["reads_32bit"] * DRAM_READ_PJ
+    assert split["energy_ratio"] > small["energy_ratio"] > 1
+    conv = energy_estimate(random_model("lenet5", np.random.default_rng(2)), on_chip_bytes=10**9)
+    conv1 = next(l for l in conv["per_layer"] if l["layer"] == "conv1")
+    assert conv1["applications"] == 24 * 24
+    assert conv["dense"]["adds"] == 500 * 576 + 25000 * 64 + 400000 + 5000
