@@ -82,6 +82,77 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compress(args: argparse.Namespace) -> int:
+    from deepcompress.config import load_config
+    from deepcompress.pipeline import compress, write_report
+    from deepcompress.report import format_table
+
+    cfg = load_config(args.config)
+    out = Path(args.out)
+    result = compress(cfg, out, data_dir=args.data_dir, progress=not args.quiet)
+    report_path = write_report(result, out)
+    if args.json:
+        print(json.dumps(result.to_dict(), default=float))
+    else:
+        print(format_table(result.report))
+        print(f"report: {report_path}")
+    return 0
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    from deepcompress.checkpoint import save_checkpoint
+    from deepcompress.decode import to_dense_module
+    from deepcompress.format import load_compressed
+
+    compressed = load_compressed(args.file)
+    metadata = {
+        "model": compressed.model_name,
+        "decompressed_from": Path(args.file).name,
+        **{k: v for k, v in compressed.metadata.items() if k in ("dataset", "quantized_accuracy")},
+    }
+    save_checkpoint(to_dense_module(compressed), args.out, metadata)
+    print(f"{args.file} -> {args.out} (dense {compressed.model_name}, weights bit-identical to the quantized model)")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from deepcompress.format.inspect import inspect_file
+    from deepcompress.report import format_table
+
+    report = inspect_file(args.file)
+    print(json.dumps(report, default=float) if args.json else format_table(report))
+    return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from deepcompress.checkpoint import load_checkpoint
+    from deepcompress.data import check_dataset_name, load_split
+    from deepcompress.prune.sensitivity import format_sensitivity, plot_sensitivity, sensitivity_scan
+    from deepcompress.train import evaluate
+
+    check_dataset_name(args.dataset)
+    model, _ = load_checkpoint(args.checkpoint)
+    test = load_split(args.dataset, "test", args.data_dir).tensors(args.limit)
+    result = sensitivity_scan(model, lambda m: evaluate(m, test, device=args.device)["accuracy"])
+    plot_sensitivity(result, args.out)
+    print(json.dumps(result, default=float) if args.json else format_sensitivity(result))
+    print(f"plot: {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "fc":
+        from deepcompress.bench.fc import run_fc_benchmark
+
+        result = run_fc_benchmark(quick=args.quick)
+    else:
+        from deepcompress.bench.scale import run_scale_benchmark
+
+        result = run_scale_benchmark(model=args.model, quick=args.quick)
+    print(json.dumps(result, default=float, indent=None if args.json else 2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepcompress", description="Deep Compression: prune, quantize, entropy-code into a small file.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -108,6 +179,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", default="dense", help="for compressed files: dense (decode) or sparse")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compress", help="prune, quantize and entropy-code a model as a TOML config says")
+    p.add_argument("--config", required=True, help="pipeline config (TOML)")
+    p.add_argument("--out", required=True, help="compressed file to write (.dcz)")
+    p.add_argument("--data-dir", default=None, help="directory of IDX files")
+    p.add_argument("--json", action="store_true", help="print the stages and report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("decompress", help="decode a compressed file into a dense safetensors checkpoint")
+    p.add_argument("file")
+    p.add_argument("--out", required=True, help="output checkpoint (.safetensors)")
+    p.set_defaults(func=cmd_decompress)
+
+    p = sub.add_parser("inspect", help="the paper's per-layer table (Tables 2-5) from a file's real bytes")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("sensitivity", help="accuracy vs fraction pruned, per layer (Han 2015 Fig. 6)")
+    p.add_argument("checkpoint")
+    add_data_args(p)
+    p.add_argument("--out", required=True, help="PNG plot to write")
+    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sensitivity)
+
+    p = sub.add_parser("bench", help="benchmarks: fc (paper Table 8 layers) or scale (AlexNet/VGG-16 pipeline)")
+    p.add_argument("what", choices=["fc", "scale"])
+    p.add_argument("--model", default="vgg16", help="for scale: alexnet or vgg16")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, for smoke tests")
+    p.add_argument("--json", action="store_true", help="compact JSON on one line")
+    p.set_defaults(func=cmd_bench)
 
     return parser
 

@@ -1,0 +1,142 @@
+"""The whole pipeline's configuration, as read from a TOML file, mirroring the Python API.
+
+A config file has top-level ``model``, ``dataset``, ``checkpoint``, ``seed`` (and optionally ``device``)
+and one table per stage: ``[train]`` (the original training hyper-parameters; retraining derives from
+them), ``[prune]``, ``[quantize]`` and ``[encode]``. A stage table may be left out: without ``[prune]``
+nothing is pruned, without ``[quantize]`` nothing is quantized (then the file cannot be written, since
+the format stores codebooks). Unknown keys are rejected with the allowed ones listed.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from deepcompress.data import check_dataset_name
+from deepcompress.errors import ConfigError
+from deepcompress.models import MODELS
+from deepcompress.prune import PruneConfig
+from deepcompress.quantize import QuantizeConfig
+from deepcompress.train import TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+CODERS = ("auto", "huffman", "ans")
+
+
+def reject_unknown(section: str, data: Mapping[str, Any], allowed: set[str]) -> None:
+    """Raise ``ConfigError`` naming unknown keys of ``section`` and listing the allowed ones."""
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"{section}: unknown keys {unknown}; allowed keys are {sorted(allowed)}")
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Stage 3 settings (paper section 4).
+
+    ``index_bits``: width of the relative sparse index, one value, a per-layer pattern map, or
+    ``"auto"`` (per layer, the width whose entropy-coded index stream is smallest). ``coder``:
+    ``"huffman"`` (the paper's), ``"ans"``, or ``"auto"`` (per stream, whichever gives fewer bytes).
+    """
+
+    index_bits: int | str | Mapping[str, int] = "auto"
+    coder: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.coder not in CODERS:
+            raise ConfigError(f"encode.coder: expected one of {list(CODERS)}, got {self.coder!r}")
+        values = self.index_bits.values() if isinstance(self.index_bits, Mapping) else [self.index_bits]
+        for value in values:
+            if value == "auto":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 16:
+                raise ConfigError(f"encode.index_bits: expected 'auto' or an integer in 1..16, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index_bits": dict(self.index_bits) if isinstance(self.index_bits, Mapping) else self.index_bits, "coder": self.coder}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "EncodeConfig":
+        reject_unknown("encode", data, {f.name for f in fields(cls)})
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything ``deepcompress compress`` needs: which model, which data, and each stage's settings."""
+
+    model: str
+    checkpoint: str
+    dataset: str = "mnist"
+    seed: int = 0
+    device: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prune: PruneConfig | None = None
+    quantize: QuantizeConfig | None = None
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError(f"model: unknown model {self.model!r}; expected one of {sorted(MODELS)}")
+        check_dataset_name(self.dataset)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model, "checkpoint": self.checkpoint, "dataset": self.dataset, "seed": self.seed}
+        if self.device:
+            out["device"] = self.device
+        out["train"] = self.train.to_dict()
+        if self.prune is not None:
+            out["prune"] = self.prune.to_dict()
+        if self.quantize is not None:
+            out["quantize"] = self.quantize.to_dict()
+        out["encode"] = self.encode.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> "PipelineConfig":
+        """Build from a parsed TOML mapping; a relative ``checkpoint`` is resolved against ``base_dir``
+        (the config file's directory), so a config works from any working directory."""
+        reject_unknown("config", data, {f.name for f in fields(cls)})
+        for key in ("model", "checkpoint"):
+            if key not in data:
+                raise ConfigError(f"config: missing required key {key!r}")
+        checkpoint = str(data["checkpoint"])
+        if base_dir is not None and not Path(checkpoint).is_absolute():
+            checkpoint = str(base_dir / checkpoint)
+        return cls(
+            model=data["model"],
+            checkpoint=checkpoint,
+            dataset=data.get("dataset", "mnist"),
+            seed=int(data.get("seed", 0)),
+            device=data.get("device") or None,
+            train=TrainConfig.from_dict(data.get("train", {})),
+            prune=PruneConfig.from_dict(data["prune"]) if "prune" in data else None,
+            quantize=QuantizeConfig.from_dict(data["quantize"]) if "quantize" in data else None,
+            encode=EncodeConfig.from_dict(data.get("encode", {})),
+        )
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a TOML pipeline config; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return PipelineConfig.from_dict(data, base_dir=path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    except TypeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+__all__ = ["EncodeConfig", "PipelineConfig", "load_config"]
