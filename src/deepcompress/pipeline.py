@@ -44,11 +44,13 @@ class PipelineResult:
 
     stages: list[StageResult]
     report: dict[str, Any]
+    config: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "stages": [{"stage": s.stage, "accuracy": s.accuracy, "error": 1 - s.accuracy, "seconds": round(s.seconds, 2), **s.details} for s in self.stages],
             "report": self.report,
+            "config": self.config,
         }
 
 
@@ -67,7 +69,7 @@ def compress(
     if not out.parent.exists():
         raise FileNotFoundError(f"cannot write {out}: directory {out.parent} does not exist")
     torch.manual_seed(cfg.seed)
-    model, ckpt_meta = load_checkpoint(cfg.checkpoint, expect_model=cfg.model)
+    model, _ = load_checkpoint(cfg.checkpoint, expect_model=cfg.model)
     train = load_split(cfg.dataset, "train", data_dir).tensors()
     test = load_split(cfg.dataset, "test", data_dir).tensors()
     device = cfg.device
@@ -106,14 +108,13 @@ def compress(
 
     start = time.perf_counter()
     model.cpu().eval()
+    # Only what a user of the file needs travels in it; the full config and history go to the report.
     metadata = {
         "dataset": cfg.dataset,
         "normalization": list(NORMALIZATION[cfg.dataset]),
         "reference_accuracy": stages[0].accuracy,
         "quantized_accuracy": stages[-1].accuracy,
-        "source_checkpoint": Path(cfg.checkpoint).name,
-        "source_metadata": {k: ckpt_meta[k] for k in ("model", "dataset", "test_accuracy") if k in ckpt_meta},
-        "config": cfg.to_dict(),
+        "source": Path(cfg.checkpoint).name,
     }
     compressed = export_compressed(model, cfg.model, index_bits=choose_index_bits(cfg.encode.index_bits), metadata=metadata)
     if cfg.encode.index_bits == "auto":
@@ -130,7 +131,7 @@ def compress(
     stages.append(StageResult("file", file_accuracy, time.perf_counter() - start, {"file_bytes": report["file_bytes"], "ratio": report["ratio"]}))
     log(f"[file] {out}: {report['file_bytes']} bytes, {report['ratio']:.1f}x smaller than dense fp32, "
         f"test accuracy {100 * file_accuracy:.2f}% (error {100 * (1 - file_accuracy):.2f}%)")
-    return PipelineResult(stages, report)
+    return PipelineResult(stages, report, cfg.to_dict())
 
 
 def choose_index_bits(setting: Any) -> Any:
