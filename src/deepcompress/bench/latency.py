@@ -19,7 +19,7 @@ from deepcompress.bench.machine import last_level_cache_bytes
 from deepcompress.compressed import CompressedModel
 from deepcompress.errors import ConfigError
 from deepcompress.models import build_model
-from deepcompress.runtime import PackedCodebookCSR, to_sparse_module
+from deepcompress.runtime import ConvMode, PackedCodebookCSR, to_sparse_module
 
 DRAM_READ_PJ = 640.0  # per 32-bit read, 45 nm (paper section 1)
 SRAM_READ_PJ = 5.0
@@ -35,7 +35,12 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
 
 
 def whole_model_latency(
-    cm: CompressedModel, dense_model: nn.Module, input: torch.Tensor, repeats: int = 101, warmup: int = 5
+    cm: CompressedModel,
+    dense_model: nn.Module,
+    input: torch.Tensor,
+    repeats: int = 101,
+    warmup: int = 5,
+    conv_mode: str | ConvMode = ConvMode.DENSE,
 ) -> dict:
     """Median (min, max) microseconds of ``dense_model(input)`` and of ``to_sparse_module(cm)(input)``.
 
@@ -44,7 +49,7 @@ def whole_model_latency(
     """
     if repeats < 1 or warmup < 0:
         raise ConfigError(f"expected repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
-    sparse = to_sparse_module(cm)
+    sparse = to_sparse_module(cm, conv_mode=conv_mode)
     dense_model = dense_model.eval()
     models = {"dense": dense_model, "sparse": sparse}
     samples: dict[str, list[float]] = {k: [] for k in models}
@@ -64,6 +69,7 @@ def whole_model_latency(
     }
     return {
         "model": cm.model_name,
+        "conv_mode": ConvMode.parse(conv_mode).value,
         "batch": int(input.shape[0]),
         "repeats": repeats,
         "threads": torch.get_num_threads(),

@@ -141,7 +141,13 @@ class SparseCodebookLinear(_PackedMatmul):
                 f"SparseCodebookLinear: expected input (..., {self.in_features}), got {tuple(x.shape)}"
             )
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
+        x2 = x.detach().reshape(-1, self.in_features)
+        if x2.shape[0] == 1 and kernels.HAVE_NUMBA:  # the latency path: no transposes, bias in place
+            out = np.empty(self.out_features, dtype=np.float32)
+            kernels.spmv(*self._args(), np.ascontiguousarray(x2.numpy()[0]), out)
+            if self.bias is not None:
+                out += self.bias.numpy()
+            return torch.from_numpy(out).reshape(*lead, self.out_features)
         y = self.matmul(x2.t()).t()
         if self.bias is not None:
             y = y + self.bias
