@@ -1,6 +1,7 @@
 """The whole pipeline's configuration, as read from a TOML file, mirroring the Python API.
 
-A config file has top-level ``model``, ``dataset``, ``checkpoint``, ``seed`` (and optionally ``device``)
+A config file has top-level ``model``, ``dataset``, ``checkpoint``, ``seed`` (and optionally ``device``,
+and ``train_limit`` / ``test_limit`` to use only the first images of each split, for quick runs)
 and one table per stage: ``[train]`` (the original training hyper-parameters; retraining derives from
 them), ``[prune]``, ``[quantize]`` and ``[encode]``. A stage table may be left out: without ``[prune]``
 nothing is pruned, without ``[quantize]`` nothing is quantized (then the file cannot be written, since
@@ -76,6 +77,8 @@ class PipelineConfig:
     dataset: str = "mnist"
     seed: int = 0
     device: str | None = None
+    train_limit: int | None = None
+    test_limit: int | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig | None = None
     quantize: QuantizeConfig | None = None
@@ -85,11 +88,18 @@ class PipelineConfig:
         if self.model not in MODELS:
             raise ConfigError(f"model: unknown model {self.model!r}; expected one of {sorted(MODELS)}")
         check_dataset_name(self.dataset)
+        for key in ("train_limit", "test_limit"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{key}: expected a positive integer (images used, for quick runs), got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "checkpoint": self.checkpoint, "dataset": self.dataset, "seed": self.seed}
         if self.device:
             out["device"] = self.device
+        for key in ("train_limit", "test_limit"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         out["train"] = self.train.to_dict()
         if self.prune is not None:
             out["prune"] = self.prune.to_dict()
@@ -115,6 +125,8 @@ class PipelineConfig:
             dataset=data.get("dataset", "mnist"),
             seed=int(data.get("seed", 0)),
             device=data.get("device") or None,
+            train_limit=data.get("train_limit"),
+            test_limit=data.get("test_limit"),
             train=TrainConfig.from_dict(data.get("train", {})),
             prune=PruneConfig.from_dict(data["prune"]) if "prune" in data else None,
             quantize=QuantizeConfig.from_dict(data["quantize"]) if "quantize" in data else None,

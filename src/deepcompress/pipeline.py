@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,10 +21,13 @@ from deepcompress.checkpoint import load_checkpoint
 from deepcompress.coding import best_index_bits
 from deepcompress.config import PipelineConfig
 from deepcompress.data import NORMALIZATION, load_split
+from deepcompress.decode import to_dense_module
+from deepcompress.errors import ConfigError
 from deepcompress.format import load_compressed, save
 from deepcompress.format.inspect import inspect_file
-from deepcompress.prune import iterative_prune_, keep_pruned_zero, sparsity_report
+from deepcompress.prune import iterative_prune_, keep_pruned_zero, set_masks_, sparsity_report
 from deepcompress.quantize import export_compressed, quantization_report, quantize_
+from deepcompress.resume import RunState
 from deepcompress.train import evaluate, fit
 
 
@@ -62,49 +65,86 @@ def compress(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> PipelineResult:
-    """Run the configured pipeline from ``cfg.checkpoint`` and write the compressed file ``out``."""
+    """Run the configured pipeline from ``cfg.checkpoint`` and write the compressed file ``out``.
+
+    The run checkpoints after every retraining epoch (see :mod:`deepcompress.resume`); called again
+    with the same configuration after an interruption, it resumes and writes the same file.
+    """
     if cfg.quantize is None:
-        raise ValueError("config has no [quantize] table; the compressed format stores codebooks, so quantization is required")
+        raise ConfigError("config has no [quantize] table; the compressed format stores codebooks, so quantization is required")
     out = Path(out)
-    if not out.parent.exists():
+    if not out.parent.is_dir():
         raise FileNotFoundError(f"cannot write {out}: directory {out.parent} does not exist")
-    torch.manual_seed(cfg.seed)
+    state = RunState(out, cfg.to_dict())
+    if state.resumed:
+        log(f"resuming from {state.dir}")
     model, _ = load_checkpoint(cfg.checkpoint, expect_model=cfg.model)
-    train = load_split(cfg.dataset, "train", data_dir).tensors()
-    test = load_split(cfg.dataset, "test", data_dir).tensors()
+    train = load_split(cfg.dataset, "train", data_dir).tensors(cfg.train_limit)
+    test = load_split(cfg.dataset, "test", data_dir).tensors(cfg.test_limit)
     device = cfg.device
-    stages: list[StageResult] = []
+    stages = [StageResult(**s) for s in state.get("stages", [])]
+
+    def accuracy(m: nn.Module) -> float:
+        return evaluate(m, test, device=device)["accuracy"]
 
     def record(stage: str, start: float, **details: Any) -> None:
-        accuracy = evaluate(model, test, device=device)["accuracy"]
-        stages.append(StageResult(stage, accuracy, time.perf_counter() - start, details))
-        log(f"[{stage}] test accuracy {100 * accuracy:.2f}% (error {100 * (1 - accuracy):.2f}%), {time.perf_counter() - start:.0f} s")
+        stages.append(StageResult(stage, accuracy(model), time.perf_counter() - start, details))
+        log(f"[{stage}] test accuracy {100 * stages[-1].accuracy:.2f}% (error {100 * (1 - stages[-1].accuracy):.2f}%), {stages[-1].seconds:.0f} s")
+        state.update(stages=[asdict(s) for s in stages])
 
-    record("reference", time.perf_counter())
+    def train_stage(m: nn.Module, key: str, epochs: int, lr: float, seed: int, weight_decay: float,
+                    description: str, on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None) -> None:
+        """One (re)training run with a checkpoint after each epoch, resumed from ``key``'s progress."""
+        done = state.get(key, {}).get("epochs_done", 0)
+        run_cfg = replace(cfg.train, epochs=epochs, seed=seed, weight_decay=weight_decay)
+        fit(m, train, run_cfg, dataset=cfg.dataset, lr=lr, device=device, on_optimizer=on_optimizer,
+            progress=progress, description=description, start_epoch=done,
+            optimizer_state=state.optimizer_state() if done else None,
+            on_epoch_end=lambda epoch, opt: state.update(m, opt, **{key: {**state.get(key, {}), "epochs_done": epoch}}))
 
-    if cfg.prune is not None:
+    def done(stage: str) -> bool:
+        return any(s.stage == stage for s in stages)
+
+    if not done("reference"):
+        record("reference", time.perf_counter())
+
+    if cfg.prune is not None and not done("prune"):
         start = time.perf_counter()
         prune_cfg = cfg.prune
-        retrain_lr = cfg.train.lr * prune_cfg.lr_factor
+        progress_so_far = state.get("prune", {})
+        rounds_done = progress_so_far.get("rounds_done", 0)
+        in_round = f"round{rounds_done}" in state.progress
+        if state.resumed and (rounds_done or in_round):
+            restore_pruned(model, state.weights())
 
         def retrain(m: nn.Module, round_index: int) -> None:
-            retrain_cfg = cfg.train.__class__(**{**cfg.train.to_dict(), "epochs": prune_cfg.epochs_per_round, "seed": cfg.seed + round_index, "weight_decay": prune_cfg.weight_decay})
-            fit(m, train, retrain_cfg, dataset=cfg.dataset, lr=retrain_lr, device=device,
-                on_optimizer=lambda opt: keep_pruned_zero(opt, m), progress=progress, description=f"retrain round {round_index + 1}")
+            train_stage(m, f"round{round_index}", prune_cfg.epochs_per_round, cfg.train.lr * prune_cfg.lr_factor,
+                        cfg.seed + round_index, prune_cfg.weight_decay, f"retrain round {round_index + 1}",
+                        on_optimizer=lambda opt: keep_pruned_zero(opt, m))
 
-        history = iterative_prune_(model, prune_cfg, retrain=retrain, evaluate=lambda m: evaluate(m, test, device=device)["accuracy"], progress=progress)
-        kept = sparsity_report(model)
-        record("prune", start, rounds=history, sparsity=kept)
+        def round_end(done: int, history: list[dict[str, Any]]) -> None:
+            full = progress_so_far.get("history", []) + history
+            state.update(model, prune={"rounds_done": done, "history": full})
 
-    start = time.perf_counter()
+        history = iterative_prune_(model, prune_cfg, retrain=retrain, evaluate=accuracy, progress=progress,
+                                   start_round=rounds_done, start_pruned=in_round, on_round_end=round_end)
+        record("prune", start, rounds=progress_so_far.get("history", []) + history, sparsity=sparsity_report(model))
+        state.update(model, weights_name="pruned")
+    elif cfg.prune is not None:
+        restore_pruned(model, state.weights("pruned"))
+
     qcfg = cfg.quantize
+    start = time.perf_counter()
     quantize_(model, qcfg)
-    record("quantize", start, layers=quantization_report(model))
+    if not done("quantize"):
+        record("quantize", start, layers=quantization_report(model))
     if qcfg.epochs > 0:
-        start = time.perf_counter()
-        tune_cfg = cfg.train.__class__(**{**cfg.train.to_dict(), "epochs": qcfg.epochs, "seed": cfg.seed + 1000, "weight_decay": 0.0})
-        fit(model, train, tune_cfg, dataset=cfg.dataset, lr=qcfg.lr, device=device, progress=progress, description="fine-tune centroids")
-        record("fine-tune", start, layers=quantization_report(model))
+        if "finetune" in state.progress:
+            model.load_state_dict(state.weights())
+        if not done("fine-tune"):
+            start = time.perf_counter()
+            train_stage(model, "finetune", qcfg.epochs, qcfg.lr, cfg.seed + 1000, 0.0, "fine-tune centroids")
+            record("fine-tune", start, layers=quantization_report(model))
 
     start = time.perf_counter()
     model.cpu().eval()
@@ -123,15 +163,20 @@ def compress(
     save(compressed, out, coder=cfg.encode.coder)
     decoded = load_compressed(out)
     verify_bit_identical(compressed, decoded)
-    from deepcompress.decode import to_dense_module
-
-    file_model = to_dense_module(decoded)
-    file_accuracy = evaluate(file_model, test, device=device)["accuracy"]
+    file_accuracy = accuracy(to_dense_module(decoded))
     report = inspect_file(out)
     stages.append(StageResult("file", file_accuracy, time.perf_counter() - start, {"file_bytes": report["file_bytes"], "ratio": report["ratio"]}))
     log(f"[file] {out}: {report['file_bytes']} bytes, {report['ratio']:.1f}x smaller than dense fp32, "
         f"test accuracy {100 * file_accuracy:.2f}% (error {100 * (1 - file_accuracy):.2f}%)")
+    state.finish()
     return PipelineResult(stages, report, cfg.to_dict())
+
+
+def restore_pruned(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Load checkpointed weights of a pruned model: attach its masks, then its weights."""
+    masks = {k.removesuffix(".weight_mask"): v for k, v in tensors.items() if k.endswith(".weight_mask")}
+    set_masks_(model, masks)
+    model.load_state_dict(tensors)
 
 
 def choose_index_bits(setting: Any) -> Any:

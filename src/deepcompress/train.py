@@ -103,30 +103,40 @@ def fit(
     on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None,
     progress: bool = True,
     description: str = "train",
+    start_epoch: int = 0,
+    optimizer_state: dict[str, Any] | None = None,
+    on_epoch_end: Callable[[int, torch.optim.Optimizer], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place on ``data`` = (images, labels); returns per-epoch loss and accuracy.
 
     ``on_optimizer`` receives the optimizer before the first step, so callers can register hooks
     (pruning keeps masked weights at zero this way). ``lr`` overrides ``cfg.lr`` (retraining uses a
     fraction of the original rate).
+
+    Resuming: every epoch draws its shuffling and augmentation from a generator seeded by
+    ``(cfg.seed, epoch)``, so a run restarted at ``start_epoch`` with the weights and
+    ``optimizer_state`` saved by ``on_epoch_end(epochs_done, optimizer)`` continues exactly as an
+    uninterrupted run would.
     """
     device = pick_device(str(device) if device is not None else None)
     model.to(device)
     images, labels = data
-    generator = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg, lr)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
     if on_optimizer is not None:
         on_optimizer(optimizer)
     steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    base_lrs = [lr if lr is not None else cfg.lr for _ in optimizer.param_groups]
     mean, std = NORMALIZATION[dataset]
     background = (0.0 - mean) / std
     history: list[dict[str, float]] = []
-    step = 0
-    for epoch in range(cfg.epochs):
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)
         model.train()
         order = torch.randperm(len(images), generator=generator)
         loss_sum, correct = 0.0, 0
@@ -149,6 +159,8 @@ def fit(
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y).sum())
         history.append({"epoch": epoch + 1, "loss": loss_sum / len(images), "train_accuracy": correct / len(images)})
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, optimizer)
     return history
 
 

@@ -40,6 +40,9 @@ def iterative_prune_(
     retrain: Callable[[nn.Module, int], None],
     evaluate: Callable[[nn.Module], float] | None = None,
     progress: bool = True,
+    start_round: int = 0,
+    start_pruned: bool = False,
+    on_round_end: Callable[[int, list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``cfg.rounds`` rounds of :func:`prune_` then ``retrain(model, round_index)``; returns the history.
 
@@ -51,15 +54,21 @@ def iterative_prune_(
     after retraining. Each history entry: ``round`` (1-based), ``target``, ``kept``, ``numel``,
     ``kept_pct`` (all selected and unselected compressible layers), ``layers`` (the per-layer
     :func:`sparsity_report` rows) and, with ``evaluate``, ``accuracy_pruned`` and ``accuracy``.
+
+    Resuming an interrupted run: ``start_round`` skips the rounds already done (their masks and weights
+    are in ``model``); ``start_pruned`` says round ``start_round`` was already pruned and only its
+    retraining is left (re-pruning would be wrong for the std rule, whose threshold moves with
+    retraining). ``on_round_end(rounds_done, history)`` is called after each round, for checkpoints.
     """
     history: list[dict[str, Any]] = []
-    for round_index in tqdm(range(cfg.rounds), desc="prune rounds", disable=not progress):
-        prune_(model, cfg, round_index)
+    for round_index in tqdm(range(start_round, cfg.rounds), desc="prune rounds", disable=not progress):
         entry: dict[str, Any] = {"round": round_index + 1}
+        if not (start_pruned and round_index == start_round):
+            prune_(model, cfg, round_index)
+            if evaluate is not None:
+                entry["accuracy_pruned"] = float(evaluate(model))
         target = cfg.target(round_index)
         entry["target"] = dict(target) if not isinstance(target, float) else target
-        if evaluate is not None:
-            entry["accuracy_pruned"] = float(evaluate(model))
         retrain(model, round_index)
         revived = _revived(model)
         if revived:
@@ -75,5 +84,7 @@ def iterative_prune_(
         if evaluate is not None:
             entry["accuracy"] = float(evaluate(model))
         history.append(entry)
+        if on_round_end is not None:
+            on_round_end(round_index + 1, history)
     return history
 

@@ -1,0 +1,145 @@
+"""End to end: a tiny reference model through prune, quantize, encode, file, decode, and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepcompress.checkpoint import save_checkpoint
+from deepcompress.cli import main
+from deepcompress.config import load_config
+from deepcompress.data import load_split
+from deepcompress.errors import ConfigError
+from deepcompress.format import load_compressed
+from deepcompress.models import build_model
+from deepcompress.pipeline import compress
+from deepcompress.resume import state_dir_for
+from deepcompress.train import TrainConfig, fit
+
+CONFIG = """
+model = "lenet300"
+dataset = "mnist"
+checkpoint = "ref.safetensors"
+seed = 1
+train_limit = {train_limit}
+test_limit = 500
+
+[train]
+epochs = 1
+lr = 0.05
+batch_size = 64
+
+[prune]
+method = "sparsity"
+sparsity = {{ "fc3" = 0.5, "*" = 0.9 }}
+rounds = {rounds}
+epochs_per_round = {epochs}
+lr_factor = 0.2
+
+[quantize]
+bits = 3
+epochs = {epochs}
+lr = 0.001
+
+[encode]
+index_bits = "auto"
+"""
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory, idx_dir: Path) -> Path:
+    """A directory with a briefly trained reference checkpoint on the synthetic data."""
+    directory = tmp_path_factory.mktemp("pipeline")
+    model = build_model("lenet300")
+    fit(model, load_split("mnist", "train", idx_dir).tensors(1000), TrainConfig(epochs=1, augment=False), progress=False)
+    save_checkpoint(model, directory / "ref.safetensors", {"model": "lenet300", "dataset": "mnist"})
+    return directory
+
+
+def write_config(directory: Path, name: str, train_limit: int = 600, rounds: int = 2, epochs: int = 1) -> Path:
+    path = directory / name
+    path.write_text(CONFIG.format(train_limit=train_limit, rounds=rounds, epochs=epochs))
+    return path
+
+
+def test_compress_writes_a_file_that_decodes_to_the_quantized_model(workdir: Path, idx_dir: Path) -> None:
+    cfg = load_config(write_config(workdir, "tiny.toml"))
+    out = workdir / "tiny.dcz"
+    result = compress(cfg, out, data_dir=str(idx_dir), progress=False, log=lambda _: None)
+    stages = [s.stage for s in result.stages]
+    assert stages == ["reference", "prune", "quantize", "fine-tune", "file"]
+    assert result.report["file_bytes"] == out.stat().st_size
+    assert result.stages[-1].accuracy == result.stages[-2].accuracy  # the file is the fine-tuned model
+    compressed = load_compressed(out)
+    kept = sum(layer.nnz for layer in compressed.layers) / sum(layer.numel for layer in compressed.layers)
+    assert 0.09 < kept < 0.11
+    for layer in compressed.layers:
+        assert len(np.unique(layer.codebook[layer.codes])) <= 2**3
+    assert not state_dir_for(out).exists()
+
+
+def test_cli_compress_inspect_decompress_evaluate(workdir: Path, idx_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(workdir, "cli.toml")
+    out = workdir / "cli.dcz"
+    assert main(["compress", "--config", str(config), "--out", str(out), "--data-dir", str(idx_dir), "--quiet"]) == 0
+    assert (workdir / "cli.json").is_file()
+    capsys.readouterr()
+    assert main(["inspect", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["file_bytes"] == out.stat().st_size
+    assert report["ratio"] == pytest.approx(report["dense_bytes"] / report["file_bytes"])
+    assert [row["name"] for row in report["layers"]] == ["fc1", "fc2", "fc3"]
+    ckpt = workdir / "decoded.safetensors"
+    assert main(["decompress", str(out), "--out", str(ckpt)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(ckpt), "--data-dir", str(idx_dir), "--json"]) == 0
+    from_ckpt = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(out), "--data-dir", str(idx_dir), "--json"]) == 0
+    from_file = json.loads(capsys.readouterr().out)
+    assert from_ckpt == from_file
+
+
+def test_config_errors_name_the_key(workdir: Path) -> None:
+    bad = workdir / "bad.toml"
+    bad.write_text('model = "lenet300"\ncheckpoint = "x"\n[quantize]\nbits = 20\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: expected bits to be an integer in 1..16, got 20"):
+        load_config(bad)
+    bad.write_text('model = "lenet300"\ncheckpoint = "x"\n[prune]\nsparsty = 0.5\n')
+    with pytest.raises(ConfigError, match=r"unknown keys \['sparsty'\]"):
+        load_config(bad)
+    bad.write_text('checkpoint = "x"\n')
+    with pytest.raises(ConfigError, match="missing required key 'model'"):
+        load_config(bad)
+
+
+def test_killed_run_resumes_and_writes_the_same_file(workdir: Path, idx_dir: Path) -> None:
+    config = write_config(workdir, "resume.toml", train_limit=3000, rounds=3, epochs=3)
+    reference = workdir / "uninterrupted.dcz"
+    command = [sys.executable, "-m", "deepcompress.cli", "compress", "--config", str(config), "--data-dir", str(idx_dir), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*command, "--out", str(reference)], check=True, env=env, capture_output=True)
+
+    out = workdir / "resumed.dcz"
+    state_file = state_dir_for(out) / "state.json"
+    process = subprocess.Popen([*command, "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if state_file.is_file() and '"round1"' in state_file.read_text():
+            break  # killed during the second pruning round
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert state_file.is_file() and not out.exists(), "the run must be killed mid-way for this test to mean anything"
+
+    resumed = subprocess.run([*command, "--out", str(out)], check=True, env=env, capture_output=True, text=True)
+    assert "resuming from" in resumed.stdout + resumed.stderr
+    assert out.read_bytes() == reference.read_bytes()
+    assert not state_dir_for(out).exists()
