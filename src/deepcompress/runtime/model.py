@@ -21,8 +21,10 @@ from deepcompress.runtime.layers import SparseCodebookConv2d, SparseCodebookLine
 
 class ConvMode(str, Enum):
     """How compressed convolutions run: ``dense`` decodes the kernel once at load and calls
-    ``F.conv2d`` (the measured choice for LeNet-5's tiny kernels, see ``benchmarks/``); ``sparse`` runs
-    im2col times the packed kernel (groups == 1 only; grouped ones are decoded)."""
+    ``F.conv2d``; ``sparse`` runs im2col times the packed kernel (groups == 1 only; grouped ones are
+    decoded). Dense is the default on measurement: for LeNet-5 (2 threads, interleaved medians) conv1
+    took 95 us dense vs 101 us sparse and conv2 166 vs 141 us at batch 1, but 1.1 vs 5.4 ms and
+    3.7 vs 11.4 ms at batch 64, where im2col's copy and the dense GEMM's efficiency dominate."""
 
     DENSE = "dense"
     SPARSE = "sparse"
