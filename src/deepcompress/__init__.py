@@ -15,6 +15,7 @@ from deepcompress.format import from_bytes, inspect_file, load_compressed, save,
 from deepcompress.models import build_model
 from deepcompress.pipeline import compress
 from deepcompress.prune import PruneConfig, iterative_prune_, keep_pruned_zero, prune_, sensitivity_scan, sparsity_report
+from deepcompress.runtime import to_sparse_module
 from deepcompress.quantize import QuantizeConfig, export_compressed, quantization_report, quantize_, strip_quantization_
 from deepcompress.train import TrainConfig, evaluate, fit
 
@@ -58,4 +59,5 @@ __all__ = [
     "strip_quantization_",
     "to_bytes",
     "to_dense_module",
+    "to_sparse_module",
 ]

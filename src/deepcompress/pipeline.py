@@ -8,6 +8,7 @@ bit for bit; its accuracy is then measured from the file itself.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -75,6 +76,8 @@ def compress(
     out = Path(out)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"cannot write {out}: directory {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise PermissionError(f"cannot write {out}: directory {out.parent} is not writable")
     state = RunState(out, cfg.to_dict())
     if state.resumed:
         log(f"resuming from {state.dir}")
