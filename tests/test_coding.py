@@ -17,7 +17,7 @@ from deepcompress.coding import (
     encode_positions,
     encode_stream,
 )
-from deepcompress.coding import huffman, rans
+from deepcompress.coding import bitio, huffman, rans, raw
 from deepcompress.errors import ConfigError
 
 
@@ -109,26 +109,35 @@ symbol_streams = st.one_of(
 
 
 @settings(max_examples=150, deadline=None)
-@given(symbol_streams, st.sampled_from([Coder.HUFFMAN, Coder.RANS, Coder.AUTO]))
+@given(symbol_streams, st.sampled_from([Coder.RAW, Coder.HUFFMAN, Coder.RANS, Coder.AUTO]))
 def test_coder_round_trip(symbols: list[int], coder: Coder) -> None:
     sym = np.asarray(symbols, dtype=np.int64)
     used, blob = encode_stream(sym, coder)
     assert used is not Coder.AUTO
     assert len(blob) == coded_size(sym, coder)
     assert np.array_equal(decode_stream(used, blob, sym.size), sym)
-    pure = {Coder.HUFFMAN: huffman.decode, Coder.RANS: rans.decode}[used](blob, sym.size, accelerate=False)
+    pure = {Coder.RAW: raw.decode, Coder.HUFFMAN: huffman.decode, Coder.RANS: rans.decode}[used](blob, sym.size, accelerate=False)
     assert np.array_equal(pure, sym)
+    if coder is Coder.AUTO:  # auto keeps the smallest blob of the three
+        assert len(blob) == min(len(encode_stream(sym, c)[1]) for c in (Coder.RAW, Coder.HUFFMAN, Coder.RANS))
 
 
 def test_coder_edge_cases() -> None:
-    for coder in (Coder.HUFFMAN, Coder.RANS):
+    for coder in (Coder.RAW, Coder.HUFFMAN, Coder.RANS):
         assert encode_stream(np.zeros(0, np.int64), coder)[1] == b""
         assert decode_stream(coder, b"", 0).size == 0
-    # a lone symbol gets a one-bit Huffman code: 9 symbols -> 2 payload bytes after a 4+6 byte table
-    blob = huffman.encode(np.full(9, 5))
-    assert len(blob) == 4 + 6 + 2 and blob[4:10] == bytes([0, 0, 0, 0, 0, 1])
+    # a lone symbol gets a one-bit Huffman code: A - 1 = 5, 1 bit per length, lengths 000001 -> 0x04,
+    # then 9 one-bit codes -> 2 payload bytes
+    assert huffman.encode(np.full(9, 5)) == bytes([5, 0, 1, 0b00000100, 0, 0])
+    # rANS with one symbol: precision 0 and A - 1 = the symbol, nothing else
+    assert rans.encode(np.full(9, 5)) == bytes([0, 5, 0])
+    assert rans.decode(bytes([0, 5, 0]), 4).tolist() == [5] * 4
+    # raw: width 3 for symbols up to 5; 5, 0, 7 -> 101 000 111 -> 0xA3 0x80
+    assert raw.encode(np.array([5, 0, 7])) == bytes([3, 0xA3, 0x80])
+    assert raw.encode(np.zeros(1000, np.int64)) == bytes([0])  # all zeros: width 0, no payload
+    assert raw.decode(bytes([0]), 1000).tolist() == [0] * 1000
     full = np.arange(2**16)
-    for coder in (Coder.HUFFMAN, Coder.RANS):
+    for coder in (Coder.RAW, Coder.HUFFMAN, Coder.RANS):
         used, blob = encode_stream(full, coder)
         assert np.array_equal(decode_stream(used, blob, full.size), full)
 
@@ -156,13 +165,44 @@ def test_rans_is_near_entropy_on_a_peaked_stream() -> None:
 
 
 def test_coder_rejects_bad_input() -> None:
-    with pytest.raises(ConfigError, match=r"unknown coder 'lz'; expected one of \['auto', 'huffman', 'rans'\]"):
+    with pytest.raises(ConfigError, match=r"unknown coder 'lz'; expected one of \['auto', 'raw', 'huffman', 'rans'\]"):
         encode_stream(np.array([1]), "lz")
     with pytest.raises(ValueError, match="expected symbols in 0..65535"):
         encode_stream(np.array([70000]))
     with pytest.raises(ValueError, match="invalid Huffman code|payload"):
-        huffman.decode(bytes([2, 0, 0, 0, 1, 1, 0xFF]), 100)
+        huffman.decode(bytes([1, 0, 1, 0b11000000, 0xFF]), 100)
     blob = bytearray(rans.encode(np.arange(100) % 7))
     blob[-1] ^= 0x55
     with pytest.raises(ValueError):
         rans.decode(bytes(blob), 100)
+
+
+def test_raw_rejects_wrong_sizes_and_nonzero_padding() -> None:
+    with pytest.raises(ValueError, match="expected 2 bytes for 3 values of 3 bits, got 1"):
+        raw.decode(bytes([3, 0xA3]), 3)
+    with pytest.raises(ValueError, match="zero padding"):
+        raw.decode(bytes([3, 0xA3, 0x81]), 3)
+    with pytest.raises(ValueError, match="symbol width in 0..16, got 17"):
+        raw.decode(bytes([17, 0]), 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 20).flatmap(lambda w: st.tuples(st.just(w), st.lists(st.integers(0, 2**w - 1), max_size=600))))
+def test_bit_packing_round_trip(case: tuple[int, list[int]]) -> None:
+    width, values = case
+    packed = bitio.pack_bits(np.asarray(values, dtype=np.int64), width)
+    assert len(packed) == bitio.packed_size(len(values), width)
+    assert bitio.unpack_bits(packed, len(values), width).tolist() == values
+
+
+def test_small_stream_tables_are_compact() -> None:
+    # fc3-like codes: 250 symbols of a 16-letter alphabet
+    rng = np.random.default_rng(0)
+    sym = np.clip(np.round(rng.normal(8, 3, 250)), 0, 15).astype(np.int64)
+    lengths = huffman.code_lengths(np.bincount(sym))
+    table = 3 + bitio.packed_size(16, int(lengths.max()).bit_length())
+    assert len(huffman.encode(sym)) == table + (int((np.bincount(sym) * lengths).sum()) + 7) // 8
+    assert table <= 3 + 10  # one byte per length would be 20 bytes
+    assert raw.encoded_size(sym) == 1 + 125  # 4 bits each, no table
+    assert coded_size(sym) == min(raw.encoded_size(sym), huffman.encoded_size(sym), len(rans.encode(sym)))
+    assert coded_size(np.array([3, 1, 2])) == raw.encoded_size(np.array([3, 1, 2])) == 2  # tiny: raw wins

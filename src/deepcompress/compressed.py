@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 LAYER_KINDS = ("linear", "conv2d")
+BIAS_DTYPES = ("float32", "float16")
 
 
 @dataclass
@@ -36,6 +37,9 @@ class CompressedLayer:
         weight_bits: bits per cluster index before entropy coding (the paper's "weight bits").
         index_bits: width of the relative sparse index (the paper's "index bits").
         attrs: layer hyper-parameters needed to run it (conv ``stride``, ``padding``, ...).
+        bias_dtype: how the file stores the bias: ``"float32"`` or ``"float16"`` (half the bytes;
+            the float32 ``bias`` must then hold float16 values exactly, so decoding stays bit-exact;
+            a layer without a bias reads back as ``"float32"``).
     """
 
     name: str
@@ -48,6 +52,7 @@ class CompressedLayer:
     weight_bits: int
     index_bits: int
     attrs: dict[str, Any] = field(default_factory=dict)
+    bias_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         self.shape = tuple(int(s) for s in self.shape)
@@ -96,6 +101,16 @@ class CompressedLayer:
                 raise ValueError(f"{where}: codes must lie in [0, {self.codebook.size})")
         if self.bias is not None and self.bias.shape != (self.shape[0],):
             raise ValueError(f"{where}: expected bias shape ({self.shape[0]},), got {self.bias.shape}")
+        if self.bias_dtype not in BIAS_DTYPES:
+            raise ValueError(f"{where}: expected bias_dtype in {BIAS_DTYPES}, got {self.bias_dtype!r}")
+        if self.bias_dtype == "float16" and self.bias is not None:
+            with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf: not exact
+                exact = self.bias.astype(np.float16).astype(np.float32).view(np.uint32) == self.bias.view(np.uint32)
+            if not exact.all():
+                raise ValueError(
+                    f"{where}: bias_dtype 'float16' needs a bias exactly representable in float16, but "
+                    f"{int((~exact).sum())} values are not; round it first: bias.astype(np.float16).astype(np.float32)"
+                )
 
     def dense_weight(self) -> np.ndarray:
         """The decoded dense float32 weight: ``codebook[codes]`` at ``positions``, zero elsewhere."""

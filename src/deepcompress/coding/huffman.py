@@ -2,10 +2,14 @@
 
 Blob layout (all integers little-endian; an empty stream is the empty blob):
 
-* ``u32 A`` -- alphabet size, one more than the largest symbol present;
-* ``A`` bytes -- the code length of each symbol ``0..A-1`` (0 = symbol absent), at most
-  :data:`MAX_CODE_LEN`;
+* ``u16 A - 1`` -- alphabet size ``A``, one more than the largest symbol present;
+* ``u8 L`` -- bits per code length, 1..5 (the bit length of the longest code's length);
+* ``A`` code lengths of ``L`` bits each, MSB first, zero-padded to a whole byte: the length of each
+  symbol ``0..A-1`` (0 = symbol absent), at most :data:`MAX_CODE_LEN`;
 * the code bits, most significant bit first, the last byte padded with zero bits.
+
+The packed table costs ``3 + ceil(A * L / 8)`` bytes: 9 for 16 weight codes of up to 7 bits, where
+one byte per length would take 20; that matters for the small streams of small layers.
 
 Codes are canonical (assigned in order of (length, symbol)), so the lengths alone define them. A
 stream with one distinct symbol gets a one-bit code, so every symbol costs at least one bit.
@@ -24,6 +28,7 @@ import struct
 import numpy as np
 
 from deepcompress.coding._jit import HAVE_NUMBA, maybe_jit
+from deepcompress.coding.bitio import pack_bits, packed_size, unpack_bits
 
 MAX_CODE_LEN = 24
 """Longest code: a 63-bit decode buffer refilled to >= 56 bits always holds a whole code, and
@@ -33,6 +38,7 @@ LUT_BITS = 11
 """Codes up to this length decode with one table look-up; longer ones take the canonical slow path."""
 
 _ENCODE_CHUNK = 1 << 18
+_TABLE_HEAD = struct.Struct("<HB")
 
 
 def code_lengths(counts: np.ndarray, max_len: int = MAX_CODE_LEN) -> np.ndarray:
@@ -166,7 +172,8 @@ def encode(symbols: np.ndarray) -> bytes:
     counts = np.bincount(symbols.astype(np.int64))
     lengths = code_lengths(counts)
     payload = _pack(symbols.astype(np.int64), lengths, canonical_codes(lengths))
-    return struct.pack("<I", lengths.size) + lengths.astype(np.uint8).tobytes() + payload
+    width = int(lengths.max()).bit_length()
+    return _TABLE_HEAD.pack(lengths.size - 1, width) + pack_bits(lengths, width) + payload
 
 
 def encoded_size(symbols: np.ndarray) -> int:
@@ -175,8 +182,9 @@ def encoded_size(symbols: np.ndarray) -> int:
     if symbols.size == 0:
         return 0
     counts = np.bincount(symbols.astype(np.int64))
-    bits = int((counts * code_lengths(counts)).sum())
-    return 4 + counts.size + (bits + 7) // 8
+    lengths = code_lengths(counts)
+    bits = int((counts * lengths).sum())
+    return _TABLE_HEAD.size + packed_size(counts.size, int(lengths.max()).bit_length()) + (bits + 7) // 8
 
 
 @maybe_jit
@@ -263,14 +271,18 @@ def decode(blob: bytes | memoryview, count: int, *, accelerate: bool = True) -> 
         if len(blob):
             raise ValueError(f"expected an empty blob for an empty stream, got {len(blob)} bytes")
         return np.zeros(0, dtype=np.int32)
-    if len(blob) < 4:
-        raise ValueError(f"expected a 4-byte alphabet size, got {len(blob)} bytes")
-    (alphabet,) = struct.unpack_from("<I", blob, 0)
-    if alphabet > 2**16 or len(blob) < 4 + alphabet:
-        raise ValueError(f"code table of {alphabet} symbols does not fit the alphabet or the {len(blob)}-byte blob")
-    lengths = np.frombuffer(blob, dtype=np.uint8, count=alphabet, offset=4).astype(np.int64)
+    if len(blob) < _TABLE_HEAD.size:
+        raise ValueError(f"expected a {_TABLE_HEAD.size}-byte code table header, got {len(blob)} bytes")
+    alphabet_m1, width = _TABLE_HEAD.unpack_from(blob, 0)
+    alphabet = alphabet_m1 + 1
+    if not 1 <= width <= MAX_CODE_LEN.bit_length():
+        raise ValueError(f"expected 1..{MAX_CODE_LEN.bit_length()} bits per code length, got {width}")
+    start = _TABLE_HEAD.size + packed_size(alphabet, width)
+    if len(blob) < start:
+        raise ValueError(f"code table of {alphabet} symbols needs {start} bytes, the blob has {len(blob)}")
+    lengths = unpack_bits(memoryview(blob)[_TABLE_HEAD.size : start], alphabet, width)
     _check_kraft(lengths)
-    data = np.frombuffer(blob, dtype=np.uint8, offset=4 + alphabet)
+    data = np.frombuffer(blob, dtype=np.uint8, offset=start)
     if data.size * 8 < count:
         raise ValueError(f"{data.size} payload bytes cannot hold {count} symbols of at least one bit")
     out = np.empty(count, dtype=np.int32)

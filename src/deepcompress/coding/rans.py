@@ -7,12 +7,13 @@ has two independent dependency chains to overlap.
 
 Blob layout (little-endian; an empty stream is the empty blob):
 
-* ``u8 P`` -- probability precision, ``0..MAX_PRECISION``; ``u8 W`` -- bytes per frequency, 1..4;
-* ``u32 A`` -- alphabet size (largest symbol + 1), then ``A`` frequencies of ``W`` bytes each,
-  summing to exactly ``2**P``;
-* unless one symbol has all the mass (``P == 0``; then nothing follows): two ``u64`` final encoder
-  states (lane 0, lane 1), each in ``[2**31, 2**63)``, then the ``u32`` words in the order the
-  decoder reads them.
+* ``u8 P`` -- probability precision, ``0..MAX_PRECISION``; ``u16 A - 1`` -- alphabet size ``A``
+  (largest symbol + 1);
+* if ``P == 0`` the stream repeats its one symbol ``A - 1`` and nothing follows; otherwise ``A``
+  frequencies of ``P`` bits each (MSB first, zero-padded to a whole byte) summing to exactly
+  ``2**P`` (with two or more symbols none reaches ``2**P``), two ``u64`` final encoder states
+  (lane 0, lane 1), each in ``[2**31, 2**63)``, then the ``u32`` words in the order the decoder
+  reads them.
 
 Decoding symbol ``i`` uses lane ``i % 2``: ``slot = x mod M``, ``s`` = the symbol whose cumulative
 range holds ``slot``, ``x = freq[s] * (x >> P) + slot - cum[s]``; if ``x < 2**31`` then
@@ -30,6 +31,7 @@ import struct
 import numpy as np
 
 from deepcompress.coding._jit import maybe_jit
+from deepcompress.coding.bitio import pack_bits, packed_size, unpack_bits
 
 MAX_PRECISION = 20
 """Largest ``P``: the decoder's slot table has ``2**P`` entries (2 MiB of uint16 at 20)."""
@@ -38,7 +40,7 @@ PRECISION_SLACK = 1e-4
 """Relative size the encoder gives up for a smaller precision (and a cache-resident decode table)."""
 
 RANS_L = 1 << 31
-_HEAD = struct.Struct("<BBI")
+_HEAD = struct.Struct("<BH")
 
 
 def quantize_frequencies(counts: np.ndarray, precision: int) -> np.ndarray:
@@ -69,11 +71,7 @@ def _cost_bytes(counts: np.ndarray, precision: int) -> float:
     freq = quantize_frequencies(counts, precision)
     present = counts > 0
     bits = float((counts[present] * (precision - np.log2(freq[present]))).sum())
-    return bits / 8 + 6 + counts.size * _width(precision) + 16
-
-
-def _width(precision: int) -> int:
-    return max(1, (precision + 7) // 8)
+    return bits / 8 + _HEAD.size + packed_size(counts.size, precision) + 16
 
 
 @maybe_jit
@@ -148,9 +146,7 @@ def encode(symbols: np.ndarray) -> bytes:
     counts = np.bincount(symbols)
     distinct = int((counts > 0).sum())
     if distinct == 1:
-        freq = np.zeros(counts.size, dtype=np.int64)
-        freq[counts > 0] = 1
-        return _HEAD.pack(0, 1, counts.size) + freq.astype(np.uint8).tobytes()
+        return _HEAD.pack(0, counts.size - 1)
     low = max(1, (distinct - 1).bit_length())
     if low > MAX_PRECISION:
         raise ValueError(f"expected at most 2**{MAX_PRECISION} distinct symbols, got {distinct}")
@@ -162,11 +158,9 @@ def encode(symbols: np.ndarray) -> bytes:
     cum = np.concatenate(([0], np.cumsum(freq)[:-1])).astype(np.int64)
     words = np.zeros(symbols.size, dtype=np.uint32)
     x0, x1, nw = _encode_kernel(symbols, freq, cum, precision, words)
-    width = _width(precision)
-    table = freq.astype("<u4").view(np.uint8).reshape(-1, 4)[:, :width].tobytes()
     return (
-        _HEAD.pack(precision, width, counts.size)
-        + table
+        _HEAD.pack(precision, counts.size - 1)
+        + pack_bits(freq, precision)
         + struct.pack("<QQ", x0, x1)
         + words[:nw][::-1].astype("<u4").tobytes()
     )
@@ -183,24 +177,20 @@ def decode(blob: bytes | memoryview, count: int, *, accelerate: bool = True) -> 
         return np.zeros(0, dtype=np.int32)
     if len(blob) < _HEAD.size:
         raise ValueError(f"expected a {_HEAD.size}-byte rANS table header, got {len(blob)} bytes")
-    precision, width, alphabet = _HEAD.unpack_from(blob, 0)
-    if precision > MAX_PRECISION or not 1 <= width <= 4 or alphabet > 2**16:
-        raise ValueError(
-            f"expected precision <= {MAX_PRECISION}, 1..4 bytes per frequency and at most 2**16 "
-            f"symbols, got {precision}, {width}, {alphabet}"
-        )
-    end = _HEAD.size + alphabet * width
+    precision, alphabet_m1 = _HEAD.unpack_from(blob, 0)
+    alphabet = alphabet_m1 + 1
+    if precision > MAX_PRECISION:
+        raise ValueError(f"expected precision <= {MAX_PRECISION}, got {precision}")
+    if precision == 0:
+        if len(blob) != _HEAD.size:
+            raise ValueError(f"a single-symbol stream has no payload, got {len(blob) - _HEAD.size} extra bytes")
+        return np.full(count, alphabet - 1, dtype=np.int32)
+    end = _HEAD.size + packed_size(alphabet, precision)
     if len(blob) < end:
         raise ValueError(f"frequency table needs {end} bytes, blob has {len(blob)}")
-    raw = np.zeros((alphabet, 4), dtype=np.uint8)
-    raw[:, :width] = np.frombuffer(blob, dtype=np.uint8, count=alphabet * width, offset=_HEAD.size).reshape(-1, width)
-    freq = raw.view("<u4").reshape(-1).astype(np.int64)
-    if int(freq.sum()) != 1 << precision:
+    freq = unpack_bits(memoryview(blob)[_HEAD.size : end], alphabet, precision)
+    if int(freq.sum()) != 1 << precision:  # each is below 2**P, so two or more symbols are present
         raise ValueError(f"frequencies sum to {int(freq.sum())}, expected 2**{precision}")
-    if precision == 0:
-        if len(blob) != end:
-            raise ValueError(f"a single-symbol stream has no payload, got {len(blob) - end} extra bytes")
-        return np.full(count, int(np.flatnonzero(freq)[0]), dtype=np.int32)
     if (len(blob) - end) < 16 or (len(blob) - end - 16) % 4:
         raise ValueError(f"expected two 8-byte states and whole 4-byte words, got {len(blob) - end} bytes")
     x0, x1 = struct.unpack_from("<QQ", blob, end)

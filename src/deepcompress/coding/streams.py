@@ -1,8 +1,9 @@
 """Choosing an entropy coder per stream (paper section 4, and a closer-to-entropy alternative).
 
 Each stream (a layer's relative-index symbols, or its weight codes) is coded on its own. With
-``Coder.AUTO`` both canonical Huffman and rANS are tried and the smaller blob (table included) is kept;
-ties go to Huffman. The file header records which coder each stream used.
+``Coder.AUTO`` the ``raw`` fixed-width packing, canonical Huffman and rANS are all sized and the
+smallest blob (table included) is kept; ties go to raw, then Huffman (the faster decoders). Tiny
+streams usually go raw (no table), peaked large ones rANS. The file header records each choice.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from enum import Enum
 
 import numpy as np
 
-from deepcompress.coding import huffman, rans
+from deepcompress.coding import huffman, rans, raw
 from deepcompress.errors import ConfigError
 
 MAX_SYMBOL = 2**16 - 1
@@ -21,6 +22,7 @@ class Coder(str, Enum):
     """Entropy coder of one stream."""
 
     AUTO = "auto"
+    RAW = "raw"
     HUFFMAN = "huffman"
     RANS = "rans"
 
@@ -33,8 +35,8 @@ class Coder(str, Enum):
             raise ConfigError(f"unknown coder {value!r}; expected one of {[c.value for c in cls]}") from None
 
 
-_ENCODERS = {Coder.HUFFMAN: huffman.encode, Coder.RANS: rans.encode}
-_DECODERS = {Coder.HUFFMAN: huffman.decode, Coder.RANS: rans.decode}
+_ENCODERS = {Coder.RAW: raw.encode, Coder.HUFFMAN: huffman.encode, Coder.RANS: rans.encode}
+_DECODERS = {Coder.RAW: raw.decode, Coder.HUFFMAN: huffman.decode, Coder.RANS: rans.decode}
 
 
 def _check_symbols(symbols: np.ndarray) -> np.ndarray:
@@ -46,32 +48,30 @@ def _check_symbols(symbols: np.ndarray) -> np.ndarray:
     return sym.astype(np.int64)
 
 
+def _sizes(sym: np.ndarray, choice: Coder) -> dict[Coder, int]:
+    """Exact blob size of each candidate coder (raw and Huffman computed without packing)."""
+    sizers = {Coder.RAW: raw.encoded_size, Coder.HUFFMAN: huffman.encoded_size, Coder.RANS: lambda s: len(rans.encode(s))}
+    return {c: f(sym) for c, f in sizers.items() if choice in (Coder.AUTO, c)}
+
+
 def encode_stream(symbols: np.ndarray, coder: "str | Coder" = Coder.AUTO) -> tuple[Coder, bytes]:
     """Code ``symbols``; return the coder actually used (never AUTO) and its self-describing blob."""
     choice = Coder.from_value(coder)
     sym = _check_symbols(symbols)
-    if choice is not Coder.AUTO:
-        return choice, _ENCODERS[choice](sym)
-    blobs = [(len(b), i, c, b) for i, (c, b) in enumerate((c, f(sym)) for c, f in _ENCODERS.items())]
-    _, _, best, blob = min(blobs)
-    return best, blob
+    if choice is Coder.AUTO:
+        sizes = _sizes(sym, choice)
+        choice = min(sizes, key=lambda c: sizes[c])  # dict order breaks ties: raw, Huffman, rANS
+    return choice, _ENCODERS[choice](sym)
 
 
 def decode_stream(coder: "str | Coder", blob: bytes | memoryview, count: int) -> np.ndarray:
     """Decode ``count`` symbols (int32) coded by ``coder``; ``ValueError`` if the blob is malformed."""
     choice = Coder.from_value(coder)
     if choice is Coder.AUTO:
-        raise ConfigError("expected the coder a stream was written with ('huffman' or 'rans'), got 'auto'")
+        raise ConfigError("expected the coder a stream was written with ('raw', 'huffman' or 'rans'), got 'auto'")
     return _DECODERS[choice](blob, count)
 
 
 def coded_size(symbols: np.ndarray, coder: "str | Coder" = Coder.AUTO) -> int:
-    """Byte size of ``encode_stream(symbols, coder)``'s blob (Huffman's computed without packing)."""
-    choice = Coder.from_value(coder)
-    sym = _check_symbols(symbols)
-    sizes = []
-    if choice in (Coder.AUTO, Coder.HUFFMAN):
-        sizes.append(huffman.encoded_size(sym))
-    if choice in (Coder.AUTO, Coder.RANS):
-        sizes.append(len(rans.encode(sym)))
-    return min(sizes)
+    """Byte size of ``encode_stream(symbols, coder)``'s blob."""
+    return min(_sizes(_check_symbols(symbols), Coder.from_value(coder)).values())

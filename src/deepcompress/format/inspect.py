@@ -25,15 +25,15 @@ def _bits(num_bits: float, nnz: int) -> float:
 def inspect_bytes(data: bytes) -> dict[str, Any]:
     """The report of :func:`inspect_file` for a file's bytes (``file_bytes`` = ``len(data)``)."""
     layout = parse_layout(data)
-    sec = layout.sections
     rows = []
     for entry in layout.header["layers"]:
-        names = spec.section_names(entry["name"], entry["has_bias"])
-        codebook, index, codes = sec[names[0]].length, sec[names[-2]].length, sec[names[-1]].length
-        bias = sec[names[1]].length if entry["has_bias"] else 0
+        unit = spec.layer_unit(entry["name"])
+        sizes = {p: layout.sections[spec.section_name(unit, p)].length for p in spec.layer_parts("bias" in entry)}
+        codebook, index, codes = sizes["codebook"], sizes["index"], sizes["codes"]
+        bias, crc = sizes.get("bias", 0), layout.sections[spec.section_name(unit, spec.CRC_PART)].length
         numel, nnz = math.prod(entry["shape"]), entry["nnz"]
         n_index = entry["index"]["count"]
-        pq_bytes = (n_index * entry["index_bits"] + nnz * entry["weight_bits"]) / 8 + codebook
+        pq_bytes = (n_index * entry["ibits"] + nnz * entry["wbits"]) / 8 + codebook
         rows.append(
             {
                 "name": entry["name"],
@@ -41,22 +41,25 @@ def inspect_bytes(data: bytes) -> dict[str, Any]:
                 "weights": numel,
                 "nnz": nnz,
                 "kept_pct": _pct(nnz, numel),
-                "weight_bits_pq": entry["weight_bits"],
+                "weight_bits_pq": entry["wbits"],
                 "weight_bits_pqh": _bits(8 * codes, nnz),
-                "index_bits_pq": entry["index_bits"],
+                "index_bits_pq": entry["ibits"],
                 "index_bits_pqh": _bits(8 * index, nnz),
                 "rate_pq_pct": _pct(pq_bytes, 4 * numel),
                 "rate_pqh_pct": _pct(codebook + index + codes, 4 * numel),
                 "fillers": n_index - nnz,
                 "coder": {"index": entry["index"]["coder"], "codes": entry["codes"]["coder"]},
                 "pq_bytes": pq_bytes,
-                "bytes": codebook + bias + index + codes,
-                "section_bytes": {"codebook": codebook, "bias": bias, "index": index, "codes": codes},
+                "bytes": codebook + bias + index + codes + crc,
+                "section_bytes": {"codebook": codebook, "bias": bias, "index": index, "codes": codes, "crc32": crc},
+                "dense_bias_bytes": 4 * entry["shape"][0] if "bias" in entry else 0,
             }
         )
-    extras_bytes = sum(sec[spec.extra_section_name(e["name"])].length for e in layout.header["extras"])
+    extras = [spec.extra_unit(e["name"]) for e in layout.header.get("extras", [])]
+    extras_bytes = sum(layout.sections[spec.section_name(u, p)].length for u in extras for p in (*spec.EXTRA_PARTS, spec.CRC_PART))
+    extras_dense = sum(layout.sections[spec.section_name(u, "data")].length for u in extras)
     dense_weights = 4 * sum(r["weights"] for r in rows)
-    dense_bytes = dense_weights + 4 * sum(r["section_bytes"]["bias"] // 4 for r in rows) + extras_bytes
+    dense_bytes = dense_weights + sum(r.pop("dense_bias_bytes") for r in rows) + extras_dense
     nnz = sum(r["nnz"] for r in rows)
     coded = sum(r["section_bytes"]["codebook"] + r["section_bytes"]["index"] + r["section_bytes"]["codes"] for r in rows)
     total = {
@@ -72,7 +75,7 @@ def inspect_bytes(data: bytes) -> dict[str, Any]:
         "fillers": sum(r["fillers"] for r in rows),
     }
     return {
-        "model_name": layout.header["model_name"],
+        "model_name": layout.header["model"],
         "file_bytes": layout.file_bytes,
         "dense_bytes": dense_bytes,
         "ratio": dense_bytes / layout.file_bytes,
@@ -90,7 +93,8 @@ def inspect_file(path: "str | os.PathLike[str]") -> dict[str, Any]:
     ``ratio``, ``header_bytes``, ``extras_bytes``, ``layers`` (one dict per layer: ``weights``,
     ``kept_pct``, ``weight_bits_pq``/``_pqh``, ``index_bits_pq``/``_pqh``, ``rate_pq_pct``/``_pqh_pct``
     -- size as % of the layer's dense fp32 weights, codebook and fillers included, bias excluded as in
-    the paper --, ``fillers``, ``coder``, ``bytes``) and ``total``.
+    the paper --, ``fillers``, ``coder``, ``bytes`` (all of the layer's bytes, CRC-32 included),
+    ``section_bytes``) and ``total``. ``header_bytes`` is the preamble plus the deflated header.
     """
     with open(path, "rb") as handle:
         data = handle.read()

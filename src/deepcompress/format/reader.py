@@ -1,9 +1,10 @@
 """Read and strictly validate a ``.dcz`` file (docs/FORMAT.md).
 
-Every problem -- truncation, wrong magic, unknown version, a failed CRC-32, sizes that disagree with
-each other or with the limits in :mod:`deepcompress.format.spec` -- raises
-:class:`~deepcompress.errors.FormatError` naming the section and byte offset, and no other exception
-type escapes for any input bytes. Sizes are checked before anything is allocated.
+Every problem -- truncation, wrong magic, unknown version or flags, a failed CRC-32, a header that
+inflates past its limit, sizes that disagree with each other or with the limits in
+:mod:`deepcompress.format.spec` -- raises :class:`~deepcompress.errors.FormatError` naming the section
+and byte offset, and no other exception type escapes for any input bytes. Sizes are checked before
+anything is allocated (docs/SECURITY.md).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NoReturn, TypeVar
 
 import numpy as np
 
@@ -28,10 +29,15 @@ T = TypeVar("T")
 DECODE_THREADS = 2
 """Layers decode on this many threads when numba (which releases the GIL) is installed."""
 
+_CODERS = tuple(c.value for c in Coder if c is not Coder.AUTO)
+_LAYER_KEYS = ({"name", "kind", "shape", "wbits", "ibits", "nnz", "k", "cb", "index", "codes"}, {"attrs", "bias"})
+_STREAM_KEYS = {"index": {"coder", "count", "bytes"}, "codes": {"coder", "bytes"}}
+_HEADER = spec.PREAMBLE.size
+
 
 @dataclass(frozen=True)
 class Section:
-    """One checksummed byte range of the file."""
+    """One byte range of the file (a codebook, bias, stream, extra tensor or CRC-32)."""
 
     name: str
     offset: int
@@ -44,141 +50,183 @@ class Layout:
 
     header: dict[str, Any]
     header_bytes: int
+    """Preamble plus stored (deflated) header."""
     sections: dict[str, Section]
     file_bytes: int
+
+
+def _bad(message: str) -> NoReturn:
+    raise FormatError(message, section="header", offset=_HEADER)
 
 
 def _get(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     """``obj[key]`` checked to be a ``kind`` (bools are not ints), else FormatError in the header."""
     if not isinstance(obj, dict) or key not in obj:
-        raise FormatError(f"{where}: missing field {key!r}", section="header", offset=spec.PREAMBLE.size)
+        _bad(f"{where}: missing field {key!r}")
     value = obj[key]
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        raise FormatError(
-            f"{where}: expected {key!r} of type {'/'.join(k.__name__ for k in kinds)}, got {type(value).__name__}",
-            section="header",
-            offset=spec.PREAMBLE.size,
-        )
+        _bad(f"{where}: expected {key!r} of type {'/'.join(k.__name__ for k in kinds)}, got {type(value).__name__}")
     return value
 
 
 def _int(obj: Any, key: str, lo: int, hi: int, where: str) -> int:
     value = _get(obj, key, int, where)
     if not lo <= value <= hi:
-        raise FormatError(f"{where}: expected {key!r} in {lo}..{hi}, got {value}", section="header", offset=spec.PREAMBLE.size)
+        _bad(f"{where}: expected {key!r} in {lo}..{hi}, got {value}")
     return value
+
+
+def _choice(obj: Any, key: str, allowed: tuple[str, ...], where: str) -> str:
+    value = _get(obj, key, str, where)
+    if value not in allowed:
+        _bad(f"{where}: expected {key!r} in {allowed}, got {value!r}")
+    return value
+
+
+def _keys(obj: dict[str, Any], required: set[str], optional: set[str], where: str) -> None:
+    missing, unknown = required - obj.keys(), obj.keys() - required - optional
+    if missing or unknown:
+        _bad(f"{where}: expected fields {sorted(required)} (optional {sorted(optional)}), missing {sorted(missing)}, unknown {sorted(unknown)}")
 
 
 def _shape(obj: Any, where: str) -> tuple[int, ...]:
     shape = _get(obj, "shape", list, where)
     if len(shape) > spec.MAX_NDIM or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
-        raise FormatError(f"{where}: expected a shape of at most {spec.MAX_NDIM} non-negative ints, got {shape}", section="header", offset=spec.PREAMBLE.size)
+        _bad(f"{where}: expected a shape of at most {spec.MAX_NDIM} non-negative ints, got {shape}")
     if math.prod(shape) > spec.MAX_TENSOR_ELEMENTS:
-        raise FormatError(f"{where}: {math.prod(shape)} elements exceed the limit {spec.MAX_TENSOR_ELEMENTS}", section="header", offset=spec.PREAMBLE.size)
+        _bad(f"{where}: {math.prod(shape)} elements exceed the limit {spec.MAX_TENSOR_ELEMENTS}")
     return tuple(shape)
 
 
-def parse_layout(data: bytes | bytearray | memoryview) -> Layout:
-    """Check the preamble, the header and every section's length and CRC-32; decode no stream."""
-    data = memoryview(data).cast("B")
+def _itemsize(dtype: str) -> int:
+    return np.dtype(spec.FLOAT_DTYPES[dtype]).itemsize
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _read_header(data: memoryview) -> tuple[dict[str, Any], int]:
+    """Check the preamble and the header's CRC, inflate (bounded) and parse it; return it and its end."""
     size = len(data)
-    if size < spec.PREAMBLE.size:
-        raise FormatError(f"file is {size} bytes, shorter than the {spec.PREAMBLE.size}-byte preamble", section="preamble", offset=size)
-    magic, version, flags, header_len, header_crc = spec.PREAMBLE.unpack_from(data, 0)
+    if size < _HEADER:
+        raise FormatError(f"file is {size} bytes, shorter than the {_HEADER}-byte preamble", section="preamble", offset=size)
+    magic, version, flags, stored_len, header_crc = spec.PREAMBLE.unpack_from(data, 0)
     if magic != spec.MAGIC:
         raise FormatError(f"expected magic {spec.MAGIC!r}, got {bytes(magic)!r}; not a deepcompress file", section="preamble", offset=0)
     if version != spec.VERSION:
         raise FormatError(f"unsupported format version {version}; this reader reads version {spec.VERSION}", section="preamble", offset=4)
-    if flags != 0:
-        raise FormatError(f"expected flags 0, got {flags}", section="preamble", offset=6)
-    if header_len > spec.MAX_HEADER_BYTES:
-        raise FormatError(f"header length {header_len} exceeds the limit {spec.MAX_HEADER_BYTES}", section="preamble", offset=8)
-    start = spec.PREAMBLE.size
-    if start + header_len > size:
-        raise FormatError(f"file truncated: header needs {header_len} bytes, {size - start} remain", section="header", offset=size)
-    raw = data[start : start + header_len]
-    if zlib.crc32(raw) != header_crc:
-        raise FormatError("header checksum mismatch (CRC-32); the file is corrupt", section="header", offset=start)
+    if flags & ~spec.KNOWN_FLAGS:
+        raise FormatError(f"unknown flags {flags:#06x}; this reader knows only bit 0 (deflated header)", section="preamble", offset=6)
+    if stored_len > spec.MAX_HEADER_BYTES:
+        raise FormatError(f"header length {stored_len} exceeds the limit {spec.MAX_HEADER_BYTES}", section="preamble", offset=8)
+    end = _HEADER + stored_len
+    if end > size:
+        raise FormatError(f"file truncated: header needs {stored_len} bytes, {size - _HEADER} remain", section="header", offset=size)
+    stored = data[_HEADER:end]
+    if zlib.crc32(stored, zlib.crc32(data[: spec.CRC_COVERED_PREAMBLE])) != header_crc:
+        raise FormatError("header checksum mismatch (CRC-32); the file is corrupt", section="header", offset=_HEADER)
+    text = bytes(stored)
+    if flags & spec.FLAG_DEFLATED:
+        inflater = zlib.decompressobj(spec.DEFLATE_WBITS, zdict=spec.HEADER_ZDICT)
+        try:
+            text = inflater.decompress(stored, spec.MAX_HEADER_BYTES + 1)
+        except zlib.error as exc:
+            _bad(f"header is not a valid deflate stream: {exc}")
+        if len(text) > spec.MAX_HEADER_BYTES:
+            _bad(f"header inflates past the limit of {spec.MAX_HEADER_BYTES} bytes")
+        if not inflater.eof or inflater.unused_data:
+            _bad("header's deflate stream is incomplete or followed by stray bytes")
     try:
-        header = json.loads(bytes(raw).decode("ascii"))
+        header = json.loads(text.decode("ascii"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise FormatError(f"header is not valid ASCII JSON: {exc}", section="header", offset=start) from None
+        _bad(f"header is not valid ASCII JSON: {exc}")
     if not isinstance(header, dict):
-        raise FormatError(f"expected a JSON object header, got {type(header).__name__}", section="header", offset=start)
-    expected = _expected_sections(header)
-    listed = _get(header, "sections", list, "header")
-    if len(listed) != len(expected):
-        raise FormatError(f"expected {len(expected)} sections, header lists {len(listed)}", section="header", offset=start)
-    sections: dict[str, Section] = {}
-    offset = start + header_len
-    for entry, (name, fixed) in zip(listed, expected):
-        where = f"section {name!r}"
-        if _get(entry, "name", str, where) != name:
-            raise FormatError(f"expected section {name!r}, got {entry['name']!r}", section="header", offset=start)
-        length = _int(entry, "length", 0, size, where)
-        crc = _int(entry, "crc32", 0, 2**32 - 1, where)
-        if fixed is not None and length != fixed:
-            raise FormatError(f"expected {fixed} bytes, header says {length}", section=name, offset=offset)
-        if offset + length > size:
-            raise FormatError(f"file truncated: section needs {length} bytes, {size - offset} remain", section=name, offset=offset)
-        if zlib.crc32(data[offset : offset + length]) != crc:
-            raise FormatError("section checksum mismatch (CRC-32); the file is corrupt", section=name, offset=offset)
-        sections[name] = Section(name, offset, length)
-        offset += length
-    if offset != size:
-        raise FormatError(f"{size - offset} unexpected trailing bytes after the last section", section="end", offset=offset)
-    return Layout(header, start + header_len, sections, size)
+        _bad(f"expected a JSON object header, got {type(header).__name__}")
+    return header, end
 
 
-def _expected_sections(header: dict[str, Any]) -> list[tuple[str, int | None]]:
-    """Section names in file order with their exact length where it is fixed (float32 tensors)."""
-    _get(header, "model_name", str, "header")
-    _get(header, "metadata", dict, "header")
+def _check_layer(layer: Any, i: int, size: int) -> tuple[str, list[tuple[str, int]], int]:
+    """Validate one layer entry; return its name, its sections with their lengths, and its symbol count."""
+    if not isinstance(layer, dict):
+        _bad(f"layer #{i}: expected an object, got {type(layer).__name__}")
+    name = _get(layer, "name", str, f"layer #{i}")
+    where = f"layer {name!r}"
+    _keys(layer, *_LAYER_KEYS, where)
+    _choice(layer, "kind", LAYER_KINDS, where)
+    shape = _shape(layer, where)
+    numel = math.prod(shape)
+    if "attrs" in layer:
+        _get(layer, "attrs", dict, where)
+    wbits = _int(layer, "wbits", 1, 16, where)
+    ibits = _int(layer, "ibits", 1, 16, where)
+    nnz = _int(layer, "nnz", 0, numel, where)
+    k = _int(layer, "k", 0, 2**wbits, where)
+    lengths = [k * _itemsize(_choice(layer, "cb", tuple(spec.FLOAT_DTYPES), where))]
+    if "bias" in layer:
+        if not shape:
+            _bad(f"{where}: a bias needs a weight of at least one dimension")
+        lengths.append(shape[0] * _itemsize(_choice(layer, "bias", tuple(spec.FLOAT_DTYPES), where)))
+    symbols = 0
+    for stream, lo, hi in (("index", nnz, nnz + numel // (2**ibits - 1)), ("codes", nnz, nnz)):
+        entry = _get(layer, stream, dict, where)
+        _keys(entry, _STREAM_KEYS[stream], set(), f"{where} {stream}")
+        _choice(entry, "coder", _CODERS, f"{where} {stream}")
+        symbols += _int(entry, "count", lo, hi, f"{where} {stream}") if stream == "index" else nnz
+        lengths.append(_int(entry, "bytes", 0, size, f"{where} {stream}"))
+    return name, list(zip(spec.layer_parts("bias" in layer), lengths)), symbols
+
+
+def _units(header: dict[str, Any], size: int) -> list[tuple[str, list[tuple[str, int]]]]:
+    """Checksummed units in file order, each with its sections' names and exact lengths."""
+    _keys(header, {"model", "meta", "layers"}, {"extras"}, "header")
+    _get(header, "model", str, "header")
+    _get(header, "meta", dict, "header")
     layers = _get(header, "layers", list, "header")
-    extras = _get(header, "extras", list, "header")
+    extras = _get(header, "extras", list, "header") if "extras" in header else []
     if len(layers) > spec.MAX_LAYERS or len(extras) > spec.MAX_EXTRAS:
-        raise FormatError(f"expected at most {spec.MAX_LAYERS} layers and {spec.MAX_EXTRAS} extras", section="header", offset=spec.PREAMBLE.size)
-    out: list[tuple[str, int | None]] = []
-    names: set[str] = set()
+        _bad(f"expected at most {spec.MAX_LAYERS} layers and {spec.MAX_EXTRAS} extras, got {len(layers)} and {len(extras)}")
+    units: list[tuple[str, list[tuple[str, int]]]] = []
     total = 0
     for i, layer in enumerate(layers):
-        where = f"layer #{i}"
-        name = _get(layer, "name", str, where)
-        if name in names:
-            raise FormatError(f"duplicate layer name {name!r}", section="header", offset=spec.PREAMBLE.size)
-        names.add(name)
-        where = f"layer {name!r}"
-        if _get(layer, "kind", str, where) not in LAYER_KINDS:
-            raise FormatError(f"{where}: expected kind in {LAYER_KINDS}, got {layer['kind']!r}", section="header", offset=spec.PREAMBLE.size)
-        shape = _shape(layer, where)
-        numel = math.prod(shape)
-        _get(layer, "attrs", dict, where)
-        _int(layer, "weight_bits", 1, 16, where)
-        bits = _int(layer, "index_bits", 1, 16, where)
-        nnz = _int(layer, "nnz", 0, numel, where)
-        k = _int(layer, "codebook_size", 0, 2 ** layer["weight_bits"], where)
-        has_bias = _get(layer, "has_bias", bool, where)
-        if has_bias and not shape:
-            raise FormatError(f"{where}: a bias needs a weight of at least one dimension", section="header", offset=spec.PREAMBLE.size)
-        for stream, lo, hi in (("index", nnz, nnz + numel // (2**bits - 1)), ("codes", nnz, nnz)):
-            entry = _get(layer, stream, dict, where)
-            coder = _get(entry, "coder", str, f"{where} {stream}")
-            if coder not in (Coder.HUFFMAN.value, Coder.RANS.value):
-                raise FormatError(f"{where} {stream}: unknown coder {coder!r}", section="header", offset=spec.PREAMBLE.size)
-            total += _int(entry, "count", lo, hi, f"{where} {stream}")
-        sizes = [4 * k] + ([4 * shape[0]] if has_bias else []) + [None, None]
-        out += zip(spec.section_names(name, has_bias), sizes)
+        name, sections, symbols = _check_layer(layer, i, size)
+        units.append((spec.layer_unit(name), sections))
+        total += symbols
     if total > spec.MAX_TOTAL_SYMBOLS:
-        raise FormatError(f"{total} symbols exceed the limit {spec.MAX_TOTAL_SYMBOLS}", section="header", offset=spec.PREAMBLE.size)
-    seen: set[str] = set()
+        _bad(f"{total} symbols exceed the limit {spec.MAX_TOTAL_SYMBOLS}")
     for i, extra in enumerate(extras):
         name = _get(extra, "name", str, f"extra #{i}")
-        if name in seen:
-            raise FormatError(f"duplicate extra name {name!r}", section="header", offset=spec.PREAMBLE.size)
-        seen.add(name)
-        out.append((spec.extra_section_name(name), 4 * math.prod(_shape(extra, f"extra {name!r}"))))
-    return out
+        _keys(extra, {"name", "shape"}, set(), f"extra {name!r}")
+        unit = spec.extra_unit(name)
+        units.append((unit, list(zip(spec.EXTRA_PARTS, [4 * math.prod(_shape(extra, f"extra {name!r}"))]))))
+    names = [u for u, _ in units]
+    if len(set(names)) != len(names):
+        _bad(f"expected unique layer and extra names, got {sorted(n for n in names if names.count(n) > 1)}")
+    return units
+
+
+def parse_layout(data: bytes | bytearray | memoryview) -> Layout:
+    """Check the preamble, the header and every unit's length and CRC-32; decode no stream."""
+    data = memoryview(data).cast("B")
+    size = len(data)
+    header, header_end = _read_header(data)
+    offset = header_end
+    sections: dict[str, Section] = {}
+    for unit, parts in _units(header, size):
+        start = offset
+        for part, length in parts + [(spec.CRC_PART, spec.CRC.size)]:
+            name = spec.section_name(unit, part)
+            if offset + length > size:
+                raise FormatError(f"file truncated: section needs {length} bytes, {size - offset} remain", section=name, offset=offset)
+            sections[name] = Section(name, offset, length)
+            offset += length
+        (crc,) = spec.CRC.unpack_from(data, offset - spec.CRC.size)
+        if zlib.crc32(data[start : offset - spec.CRC.size]) != crc:
+            raise FormatError("checksum mismatch (CRC-32); the file is corrupt", section=unit, offset=start)
+    if offset != size:
+        raise FormatError(f"{size - offset} unexpected trailing bytes after the last section", section="end", offset=offset)
+    return Layout(header, header_end, sections, size)
 
 
 def _guard(section: Section, fn: Callable[[], T]) -> T:
@@ -191,30 +239,28 @@ def _guard(section: Section, fn: Callable[[], T]) -> T:
         raise FormatError(f"cannot decode: {exc}", section=section.name, offset=section.offset) from None
 
 
-def _f32(data: memoryview, section: Section, shape: tuple[int, ...]) -> np.ndarray:
+def _floats(data: memoryview, section: Section, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     raw = data[section.offset : section.offset + section.length]
-    return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)
+    return np.frombuffer(raw, dtype=spec.FLOAT_DTYPES[dtype]).astype(np.float32).reshape(shape)
 
 
 def _decode_layer(data: memoryview, layout: Layout, entry: dict[str, Any]) -> CompressedLayer:
-    name = entry["name"]
-    names = spec.section_names(name, entry["has_bias"])
-    secs = [layout.sections[n] for n in names]
-    shape = tuple(entry["shape"])
-    codebook = _f32(data, secs[0], (entry["codebook_size"],))
-    bias = _f32(data, secs[1], (shape[0],)) if entry["has_bias"] else None
+    name, shape = entry["name"], tuple(entry["shape"])
+    unit = spec.layer_unit(name)
+    secs = [layout.sections[spec.section_name(unit, p)] for p in spec.layer_parts("bias" in entry)]
+    codebook = _floats(data, secs[0], entry["cb"], (entry["k"],))
+    bias = _floats(data, secs[1], entry["bias"], (shape[0],)) if "bias" in entry else None
     index_sec, codes_sec = secs[-2], secs[-1]
 
-    def stream(sec: Section, key: str) -> np.ndarray:
-        blob = data[sec.offset : sec.offset + sec.length]
-        return decode_stream(entry[key]["coder"], blob, entry[key]["count"])
+    def stream(sec: Section, key: str, count: int) -> np.ndarray:
+        return decode_stream(entry[key]["coder"], data[sec.offset : sec.offset + sec.length], count)
 
-    numel = math.prod(shape)
-    symbols = _guard(index_sec, lambda: stream(index_sec, "index"))
-    positions = _guard(index_sec, lambda: decode_positions(symbols, entry["index_bits"], numel))
+    symbols = _guard(index_sec, lambda: stream(index_sec, "index", entry["index"]["count"]))
+    positions = _guard(index_sec, lambda: decode_positions(symbols, entry["ibits"], math.prod(shape)))
     if positions.size != entry["nnz"]:
         raise FormatError(f"index stream holds {positions.size} weights, header says {entry['nnz']}", section=index_sec.name, offset=index_sec.offset)
-    codes = _guard(codes_sec, lambda: stream(codes_sec, "codes"))
+    codes = _guard(codes_sec, lambda: stream(codes_sec, "codes", entry["nnz"]))
+    bias_dtype = {v: k for k, v in spec.BIAS_DTYPE_CODES.items()}[entry.get("bias", "f4")]
     return _guard(
         codes_sec,
         lambda: CompressedLayer(
@@ -225,9 +271,10 @@ def _decode_layer(data: memoryview, layout: Layout, entry: dict[str, Any]) -> Co
             positions=positions,
             codes=codes,
             bias=bias,
-            weight_bits=entry["weight_bits"],
-            index_bits=entry["index_bits"],
-            attrs=entry["attrs"],
+            weight_bits=entry["wbits"],
+            index_bits=entry["ibits"],
+            attrs=entry.get("attrs", {}),
+            bias_dtype=bias_dtype,
         ),
     )
 
@@ -245,12 +292,10 @@ def from_bytes(data: bytes | bytearray | memoryview) -> CompressedModel:
     else:
         layers = [_decode_layer(view, layout, e) for e in entries]
     extras = {}
-    for extra in layout.header["extras"]:
-        sec = layout.sections[spec.extra_section_name(extra["name"])]
-        extras[extra["name"]] = _f32(view, sec, tuple(extra["shape"]))
-    return CompressedModel(
-        model_name=layout.header["model_name"], layers=layers, extras=extras, metadata=layout.header["metadata"]
-    )
+    for extra in layout.header.get("extras", []):
+        sec = layout.sections[spec.section_name(spec.extra_unit(extra["name"]), "data")]
+        extras[extra["name"]] = _floats(view, sec, "f4", tuple(extra["shape"]))
+    return CompressedModel(model_name=layout.header["model"], layers=layers, extras=extras, metadata=layout.header["meta"])
 
 
 def load_compressed(path: "str | os.PathLike[str]") -> CompressedModel:

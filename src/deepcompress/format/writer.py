@@ -2,7 +2,8 @@
 
 The file holds the three stages of the paper's pipeline (Fig. 1) as data: the pruned positions as
 relative indices with fillers (section 2), the weight-sharing codebook and codes (section 3), both
-streams entropy coded (section 4).
+streams entropy coded (section 4). Everything else is overhead and kept small: the JSON header is
+deflated, each layer carries one binary CRC-32, codebooks are stored as float16 when that is exact.
 """
 
 from __future__ import annotations
@@ -10,76 +11,91 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from typing import Any
 
 import numpy as np
 
 from deepcompress.atomic import atomic_write_bytes
 from deepcompress.coding import Coder, encode_positions, encode_stream
-from deepcompress.compressed import CompressedModel
+from deepcompress.compressed import CompressedLayer, CompressedModel
 from deepcompress.errors import ConfigError
 from deepcompress.format import spec
 
 
-def _f32(array: np.ndarray) -> bytes:
-    return np.ascontiguousarray(array, dtype="<f4").tobytes()
+def _floats(array: np.ndarray, dtype: str) -> bytes:
+    return np.ascontiguousarray(array, dtype=spec.FLOAT_DTYPES[dtype]).tobytes()
 
 
-def to_bytes(cm: CompressedModel, coder: "str | Coder" = Coder.AUTO) -> bytes:
-    """Serialise ``cm``; ``coder`` forces one entropy coder for every stream (default: smaller per stream)."""
-    if not isinstance(cm, CompressedModel):
-        raise TypeError(f"expected a CompressedModel, got {type(cm).__name__}")
-    Coder.from_value(coder)
-    if len(cm.layers) > spec.MAX_LAYERS or len(cm.extras) > spec.MAX_EXTRAS:
-        raise ConfigError(f"expected at most {spec.MAX_LAYERS} layers and {spec.MAX_EXTRAS} extras")
-    sections: list[tuple[str, bytes]] = []
-    layers = []
-    for layer in cm.layers:
-        layer.validate()
-        if layer.numel > spec.MAX_TENSOR_ELEMENTS:
-            raise ConfigError(f"layer {layer.name!r} has {layer.numel} weights; the format allows {spec.MAX_TENSOR_ELEMENTS}")
-        index_symbols = encode_positions(layer.positions, layer.index_bits)
-        index_coder, index_blob = encode_stream(index_symbols, coder)
-        codes_coder, codes_blob = encode_stream(layer.codes, coder)
-        payload = [_f32(layer.codebook)]
-        if layer.bias is not None:
-            payload.append(_f32(layer.bias))
-        payload += [index_blob, codes_blob]
-        sections += zip(spec.section_names(layer.name, layer.bias is not None), payload)
-        layers.append(
-            {
-                "name": layer.name,
-                "kind": layer.kind,
-                "shape": list(layer.shape),
-                "attrs": layer.attrs,
-                "weight_bits": layer.weight_bits,
-                "index_bits": layer.index_bits,
-                "nnz": layer.nnz,
-                "codebook_size": int(layer.codebook.size),
-                "has_bias": layer.bias is not None,
-                "index": {"coder": index_coder.value, "count": int(index_symbols.size)},
-                "codes": {"coder": codes_coder.value, "count": layer.nnz},
-            }
-        )
-    extras = []
-    for name, tensor in cm.extras.items():
-        arr = np.asarray(tensor)
-        extras.append({"name": str(name), "shape": [int(s) for s in arr.shape]})
-        sections.append((spec.extra_section_name(str(name)), _f32(arr)))
-    header = {
-        "model_name": cm.model_name,
-        "metadata": cm.metadata,
-        "layers": layers,
-        "extras": extras,
-        "sections": [{"name": n, "length": len(b), "crc32": zlib.crc32(b)} for n, b in sections],
-    }
+def _codebook_dtype(codebook: np.ndarray) -> str:
+    """``"f2"`` when every centroid survives float16 bit for bit (e.g. a codebook rounded to fp16)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        back = codebook.astype(np.float16).astype(np.float32)
+    return "f2" if np.array_equal(back.view(np.uint32), codebook.view(np.uint32)) else "f4"
+
+
+def _layer(layer: CompressedLayer, coder: Coder) -> tuple[dict[str, Any], bytes]:
+    """A layer's header entry and its bytes (codebook, bias, index stream, codes stream)."""
+    layer.validate()
+    if layer.numel > spec.MAX_TENSOR_ELEMENTS:
+        raise ConfigError(f"layer {layer.name!r} has {layer.numel} weights; the format allows {spec.MAX_TENSOR_ELEMENTS}")
+    index_symbols = encode_positions(layer.positions, layer.index_bits)
+    index_coder, index_blob = encode_stream(index_symbols, coder)
+    codes_coder, codes_blob = encode_stream(layer.codes, coder)
+    cb_dtype = _codebook_dtype(layer.codebook)
+    entry: dict[str, Any] = {"name": layer.name, "kind": layer.kind, "shape": list(layer.shape)}
+    if layer.attrs:
+        entry["attrs"] = layer.attrs
+    entry.update(wbits=layer.weight_bits, ibits=layer.index_bits, nnz=layer.nnz, k=int(layer.codebook.size), cb=cb_dtype)
+    parts = [_floats(layer.codebook, cb_dtype)]
+    if layer.bias is not None:
+        entry["bias"] = spec.BIAS_DTYPE_CODES[layer.bias_dtype]
+        parts.append(_floats(layer.bias, entry["bias"]))
+    entry["index"] = {"coder": index_coder.value, "count": int(index_symbols.size), "bytes": len(index_blob)}
+    entry["codes"] = {"coder": codes_coder.value, "bytes": len(codes_blob)}
+    return entry, b"".join(parts + [index_blob, codes_blob])
+
+
+def assemble(header: dict[str, Any], units: list[bytes]) -> bytes:
+    """The file from a header object and the byte units it describes, each closed by its CRC-32.
+
+    ``to_bytes`` builds the header; tests and the fuzzer call this directly to write files whose
+    checksums are right but whose contents are not, so that the reader's other checks are reached.
+    """
     try:
         text = json.dumps(header, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"metadata and layer attrs must be JSON-serialisable (no NaN), got: {exc}") from exc
     if len(text) > spec.MAX_HEADER_BYTES:
         raise ConfigError(f"header of {len(text)} bytes exceeds the {spec.MAX_HEADER_BYTES}-byte limit; shrink metadata")
-    preamble = spec.PREAMBLE.pack(spec.MAGIC, spec.VERSION, 0, len(text), zlib.crc32(text))
-    return b"".join([preamble, text, *(b for _, b in sections)])
+    packer = zlib.compressobj(spec.DEFLATE_LEVEL, zlib.DEFLATED, spec.DEFLATE_WBITS, zdict=spec.HEADER_ZDICT)
+    stored = packer.compress(text) + packer.flush()
+    head = spec.PREAMBLE.pack(spec.MAGIC, spec.VERSION, spec.FLAG_DEFLATED, len(stored), 0)[: spec.CRC_COVERED_PREAMBLE]
+    out = [head, spec.CRC.pack(zlib.crc32(stored, zlib.crc32(head))), stored]
+    for unit in units:
+        out += [unit, spec.CRC.pack(zlib.crc32(unit))]
+    return b"".join(out)
+
+
+def to_bytes(cm: CompressedModel, coder: "str | Coder" = Coder.AUTO) -> bytes:
+    """Serialise ``cm``; ``coder`` forces one entropy coder for every stream (default: smallest per stream)."""
+    if not isinstance(cm, CompressedModel):
+        raise TypeError(f"expected a CompressedModel, got {type(cm).__name__}")
+    choice = Coder.from_value(coder)
+    if len(cm.layers) > spec.MAX_LAYERS or len(cm.extras) > spec.MAX_EXTRAS:
+        raise ConfigError(f"expected at most {spec.MAX_LAYERS} layers and {spec.MAX_EXTRAS} extras")
+    entries, units = [], []
+    for layer in cm.layers:
+        entry, unit = _layer(layer, choice)
+        entries.append(entry)
+        units.append(unit)
+    header: dict[str, Any] = {"model": cm.model_name, "meta": cm.metadata, "layers": entries}
+    if cm.extras:
+        header["extras"] = []
+        for name, tensor in cm.extras.items():
+            arr = np.asarray(tensor)
+            header["extras"].append({"name": str(name), "shape": [int(s) for s in arr.shape]})
+            units.append(_floats(arr, "f4"))
+    return assemble(header, units)
 
 
 def save(cm: CompressedModel, path: "str | os.PathLike[str]", coder: "str | Coder" = Coder.AUTO) -> int:
