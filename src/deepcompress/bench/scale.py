@@ -24,6 +24,7 @@ import os
 import resource
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -297,6 +298,17 @@ def _compress_layer(
     return layer
 
 
+def _fingerprint(cm: CompressedModel) -> list[tuple[str, int]]:
+    """CRC-32 of every layer's arrays: checks the round trip without keeping two copies alive."""
+    out = []
+    for layer in cm.layers:
+        crc = 0
+        for array in (layer.codebook, layer.positions, layer.codes, layer.bias):
+            crc = zlib.crc32(np.ascontiguousarray(array) if array is not None else b"-", crc)
+        out.append((layer.name, crc))
+    return out
+
+
 def _check_decoded(model: nn.Module, cm: CompressedModel) -> None:
     """Every decoded weight equals ``codebook[codes]`` at its position and zero elsewhere (no dense copy)."""
     state = model.state_dict()
@@ -357,6 +369,8 @@ def run_scale_benchmark(
     save(cm, out_path)
     stages["encode_write_s"] = time.perf_counter() - start
     peaks["encode_write"] = peak.read()
+    written = _fingerprint(cm)
+    del cm, compressed  # a reader starts from the file alone
 
     peak.start()
     start = time.perf_counter()
@@ -364,11 +378,13 @@ def run_scale_benchmark(
     stages["read_s"] = time.perf_counter() - start
     start = time.perf_counter()
     decoded = decode_to_module(loaded, device)
-    if decoded.state_dict()[f"{cm.layers[-1].name}.weight"].is_cuda:
+    if decoded.state_dict()[f"{loaded.layers[-1].name}.weight"].is_cuda:
         torch.cuda.synchronize()
     stages["decode_dense_s"] = time.perf_counter() - start
     peaks["read_decode"] = peak.read()
-    _check_decoded(decoded, cm)
+    if _fingerprint(loaded) != written:
+        raise AssertionError("the file read back differs from the compressed model that was written")
+    _check_decoded(decoded, loaded)
     pipeline_peak = max(p for p in peaks.values() if p is not None) if peak.available else None
     ru_pipeline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     del decoded
@@ -397,6 +413,7 @@ def run_scale_benchmark(
         "peak_rss_source": "VmHWM per stage (/proc/self/clear_refs reset)" if pipeline_peak is not None else "ru_maxrss",
         "peak_rss_over_dense": peak_rss / dense_bytes,
         "baseline_rss_bytes": baseline_rss,
+        "pipeline_rss_over_dense": (peak_rss - baseline_rss) / dense_bytes if baseline_rss is not None else None,
         "stage_peak_rss_bytes": peaks,
         "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "file_bytes": report["file_bytes"],
@@ -406,4 +423,5 @@ def run_scale_benchmark(
         "layers": report["layers"],
         "targets": {"compress_s": 60.0, "decode_s": 1.0, "peak_rss_over_dense": 2.0} if name == "vgg16" else None,
         "machine": machine_info({"torch": torch.get_num_threads()}),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
