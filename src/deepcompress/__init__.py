@@ -5,6 +5,13 @@ The pipeline: ``prune_`` (section 2) -> ``quantize_`` + fine-tuning (section 3) 
 ``compress`` runs all of it from a :class:`PipelineConfig` (a TOML file via ``load_config``).
 """
 
+import os
+
+# torch's OpenMP threads spin while waiting by default; on a machine shared with other busy processes
+# (CI runners, the 2-core boxes we benchmark on) that spinning made training and pruning 5-10x slower.
+# Passive waiting costs nothing measurable when the machine is idle. A user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from deepcompress.checkpoint import load_checkpoint, save_checkpoint
 from deepcompress.compressed import CompressedLayer, CompressedModel
 from deepcompress.config import EncodeConfig, PipelineConfig, load_config

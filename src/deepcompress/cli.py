@@ -108,7 +108,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     metadata = {
         "model": compressed.model_name,
         "decompressed_from": Path(args.file).name,
-        **{k: v for k, v in compressed.metadata.items() if k in ("dataset", "quantized_accuracy")},
+        **{k: v for k, v in compressed.metadata.items() if k in ("dataset", "test_accuracy")},
     }
     save_checkpoint(to_dense_module(compressed), args.out, metadata)
     print(f"{args.file} -> {args.out} (dense {compressed.model_name}, weights bit-identical to the quantized model)")

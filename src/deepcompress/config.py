@@ -27,7 +27,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-CODERS = ("auto", "huffman", "ans")
+CODERS = ("auto", "huffman", "rans", "raw")
+VALUE_DTYPES = ("float32", "float16")
 
 
 def reject_unknown(section: str, data: Mapping[str, Any], allowed: set[str]) -> None:
@@ -43,15 +44,21 @@ class EncodeConfig:
 
     ``index_bits``: width of the relative sparse index, one value, a per-layer pattern map, or
     ``"auto"`` (per layer, the width whose entropy-coded index stream is smallest). ``coder``:
-    ``"huffman"`` (the paper's), ``"ans"``, or ``"auto"`` (per stream, whichever gives fewer bytes).
+    ``"huffman"`` (the paper's), ``"rans"``, ``"raw"`` (fixed width, no table), or ``"auto"`` (per
+    stream, whichever gives fewer bytes). ``value_dtype``: ``"float16"`` rounds each codebook and
+    bias to half precision before export (half their bytes; the accuracy reported for the file is
+    measured after the rounding), ``"float32"`` keeps them exact.
     """
 
     index_bits: int | str | Mapping[str, int] = "auto"
     coder: str = "auto"
+    value_dtype: str = "float16"
 
     def __post_init__(self) -> None:
         if self.coder not in CODERS:
             raise ConfigError(f"encode.coder: expected one of {list(CODERS)}, got {self.coder!r}")
+        if self.value_dtype not in VALUE_DTYPES:
+            raise ConfigError(f"encode.value_dtype: expected one of {list(VALUE_DTYPES)}, got {self.value_dtype!r}")
         values = self.index_bits.values() if isinstance(self.index_bits, Mapping) else [self.index_bits]
         for value in values:
             if value == "auto":
@@ -60,7 +67,8 @@ class EncodeConfig:
                 raise ConfigError(f"encode.index_bits: expected 'auto' or an integer in 1..16, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index_bits": dict(self.index_bits) if isinstance(self.index_bits, Mapping) else self.index_bits, "coder": self.coder}
+        index_bits = dict(self.index_bits) if isinstance(self.index_bits, Mapping) else self.index_bits
+        return {"index_bits": index_bits, "coder": self.coder, "value_dtype": self.value_dtype}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "EncodeConfig":
