@@ -7,10 +7,12 @@ Two engines:
   structured mutations of the header or the payload that are re-checksummed (``writer.assemble``) so
   they get past the CRC-32s and reach the JSON validation and the stream decoders;
 * ``--atheris``: coverage-guided libFuzzer through atheris (``pip install atheris``), seeded with the
-  same files and mutations.
+  same files and mutations; numba is switched off so the decoders' Python twins (same source) can be
+  instrumented.
 
-Reports the number of cases, cases per second, the outcome counts and the slowest case; exits 1 on
-any exception other than FormatError (printing the seed and mutation kind to reproduce it).
+The seeded engine reports the number of cases, cases per second, the outcome counts and the slowest
+case, and exits 1 on any exception other than FormatError (printing the seed and mutation kind to
+reproduce it); libFuzzer reports its own runs and exec/s and stops at the first such exception.
 
 Run: python tools/fuzz_reader.py [--cases 100000] [--seed 0] [--atheris]
 """
@@ -18,8 +20,11 @@ Run: python tools/fuzz_reader.py [--cases 100000] [--seed 0] [--atheris]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import tempfile
 import time
 import traceback
 import zlib
@@ -27,11 +32,20 @@ from typing import Any, Callable
 
 import numpy as np
 
-from deepcompress.compressed import CompressedLayer, CompressedModel
-from deepcompress.errors import FormatError
-from deepcompress.format import from_bytes, inspect_bytes, spec, to_bytes
-from deepcompress.format.reader import parse_layout
-from deepcompress.format.writer import assemble
+if __name__ == "__main__" and "--atheris" in sys.argv:
+    import atheris  # optional: pip install atheris
+
+    os.environ["DEEPCOMPRESS_NO_NUMBA"] = "1"  # numba cannot compile instrumented bytecode; fuzz the Python twins
+
+    _instrumented = atheris.instrument_imports(include=["deepcompress"])  # coverage of our code only
+else:
+    _instrumented = contextlib.nullcontext()
+with _instrumented:
+    from deepcompress.compressed import CompressedLayer, CompressedModel
+    from deepcompress.errors import FormatError
+    from deepcompress.format import from_bytes, inspect_bytes, spec, to_bytes
+    from deepcompress.format.reader import parse_layout
+    from deepcompress.format.writer import assemble
 
 EDGE_VALUES = [0, 1, 2, 3, 255, 256, 2**16 - 1, 2**16, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**63, -1, 10**30]
 
@@ -166,31 +180,23 @@ def run_seeded(cases: int, seed: int, log: Callable[[str], None] = print) -> dic
 
 
 def run_atheris(cases: int) -> None:
-    import atheris  # optional: pip install atheris
+    import atheris
 
     files = seed_files()
     parsed = [_units(f) for f in files]
-    counter = {"n": 0, "t": time.perf_counter()}
 
     def one_input(data: bytes) -> None:
-        counter["n"] += 1
         provider = atheris.FuzzedDataProvider(data)
-        rng = np.random.default_rng(provider.ConsumeInt(4))
+        rng = np.random.default_rng(provider.ConsumeUInt(4))
         if provider.ConsumeBool():  # structured: a mutation of a real file
             check(mutate(rng, files, parsed)[1])
         else:  # raw libFuzzer bytes, with a valid preamble half of the time
-            tail = provider.ConsumeBytes(provider.remaining_bytes())
-            check((files[0][:16] if provider.ConsumeBool() else b"") + tail)
+            prefix = files[0][:16] if provider.ConsumeBool() else b""
+            check(prefix + provider.ConsumeBytes(provider.remaining_bytes()))
 
-    def report() -> None:
-        elapsed = time.perf_counter() - counter["t"]
-        print(f"atheris: {counter['n']} cases in {elapsed:.1f} s ({counter['n'] / elapsed:.0f}/s), no failure")
-
-    import atexit
-
-    atexit.register(report)
-    atheris.Setup([sys.argv[0], f"-runs={cases}", "-max_len=4096"], one_input)
-    atheris.Fuzz()
+    crashes = tempfile.mkdtemp(prefix="dcz-fuzz-")
+    atheris.Setup([sys.argv[0], f"-runs={cases}", "-max_len=4096", f"-artifact_prefix={crashes}/"], one_input)
+    atheris.Fuzz()  # exits the process; libFuzzer prints runs, exec/s and any crash (input saved in `crashes`)
 
 
 def main() -> int:
