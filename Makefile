@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.deepcompress-installed
 
-.PHONY: setup data demo test test-all clean
+.PHONY: setup data demo test test-all bench-fc bench-scale clean
 
 setup: $(STAMP) data
 
@@ -27,8 +27,17 @@ data:
 	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
 	    || echo "note: could not install dataset-fashion-mnist (Fashion-MNIST unavailable)"; }
 
+# The main job: LeNet-300-100 from the committed reference through prune + retrain, quantize +
+# fine-tune and entropy coding, into build/lenet300_mnist.dcz, then the paper's per-layer table.
 demo: setup
-	$(VENV)/bin/deepcompress evaluate experiments/results/lenet300_mnist_ref.safetensors --dataset mnist
+	mkdir -p build
+	$(VENV)/bin/deepcompress compress --config experiments/configs/lenet300_mnist.toml --out build/lenet300_mnist.dcz
+
+bench-fc: setup
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benchmarks/fc.py
+
+bench-scale: setup
+	$(PY) benchmarks/scale.py
 
 test: setup
 	$(PY) -m pytest
@@ -37,4 +46,4 @@ test-all: setup
 	DC_SLOW=1 $(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis build

@@ -10,15 +10,13 @@ import torch
 
 from deepcompress.bench.scale import (
     PAPER_SETTINGS,
-    decode_to_module,
-    empty_model,
     prune_survivors,
     run_scale_benchmark,
     trained_like_,
 )
 from deepcompress.compressed import CompressedModel
-from deepcompress.decode import to_dense_module
-from deepcompress.errors import ConfigError
+from deepcompress.decode import empty_model, to_dense_module
+from deepcompress.errors import CheckpointError, ConfigError
 from deepcompress.format import load_compressed
 from deepcompress.prune.masks import sparsity_mask
 
@@ -76,17 +74,17 @@ def test_quick_benchmark_reports_real_sizes_and_decodes_bit_identically(tmp_path
     assert result["compress_s"] == pytest.approx(sum(result["stages_s"][k] for k in ("prune_s", "quantize_s", "encode_write_s")))
     assert result["peak_rss_bytes"] >= result["dense_bytes"]
     cm = load_compressed(path)
-    fast, reference = decode_to_module(cm).state_dict(), to_dense_module(cm).state_dict()
-    assert fast.keys() == reference.keys()
-    assert all(torch.equal(fast[k], reference[k]) for k in fast)
+    decoded, reference = to_dense_module(cm).state_dict(), cm.state_dict()
+    assert decoded.keys() == reference.keys()
+    assert all(torch.equal(decoded[k], torch.from_numpy(reference[k])) for k in decoded)
 
 
 def test_benchmark_and_decoder_reject_unknown_input() -> None:
     with pytest.raises(ConfigError, match="expected model 'vgg16' or 'alexnet', got 'resnet'"):
         run_scale_benchmark("resnet")
     model = trained_like_(empty_model("lenet5"))
-    with pytest.raises(ConfigError, match=r"lenet5: the compressed model has no values for \['conv1.bias'"):
-        decode_to_module(CompressedModel("lenet5", [], extras={"conv1.weight": model.conv1.weight.detach().numpy()}))
+    with pytest.raises(CheckpointError, match=r"lenet5: the compressed model has no values for \['conv1.bias'"):
+        to_dense_module(CompressedModel("lenet5", [], extras={"conv1.weight": model.conv1.weight.detach().numpy()}))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -13,7 +13,7 @@ times and memory do not, to first order.
 
 Memory is kept low by working layer by layer on the dense model: a layer's surviving weights are
 selected exactly but in chunks (:func:`prune_survivors`), after which its dense tensor is freed, and
-decoding writes straight into an uninitialised module (:func:`decode_to_module`) instead of building
+decoding writes straight into an uninitialised module (:func:`deepcompress.decode.to_dense_module`) instead of building
 a default-initialised one and copying state dicts into it.
 """
 
@@ -34,7 +34,7 @@ from torch import nn
 
 from deepcompress.bench.machine import machine_info
 from deepcompress.compressed import CompressedLayer, CompressedModel
-from deepcompress.decode import to_dense_module
+from deepcompress.decode import empty_model, to_dense_module
 from deepcompress.errors import ConfigError
 from deepcompress.format import inspect_file, load_compressed, save
 from deepcompress.layers import layer_kind, select_layers
@@ -188,52 +188,6 @@ def trained_like_(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def empty_model(name: str, device: str | torch.device = "cpu") -> nn.Module:
-    """The registered architecture with uninitialised storage (no default-init cost), in eval mode."""
-    with torch.device("meta"):
-        model = build_model(name)
-    return model.to_empty(device=device).eval()
-
-
-@torch.no_grad()
-def decode_to_module(cm: CompressedModel, device: str | torch.device = "cpu") -> nn.Module:
-    """Dense module with ``cm``'s decoded weights written straight into uninitialised storage.
-
-    Bit-identical to :func:`deepcompress.decode.to_dense_module` but without its default
-    initialisation, dense state-dict copies and ``load_state_dict`` copy. Every state-dict tensor is
-    written exactly once, or ``ConfigError`` names the ones the compressed model lacks or adds.
-    """
-    model = empty_model(cm.model_name, device)
-    state = model.state_dict(keep_vars=True)
-    written: set[str] = set()
-
-    def target(name: str, shape: tuple[int, ...]) -> torch.Tensor:
-        if name not in state or tuple(state[name].shape) != tuple(shape):
-            got = tuple(state[name].shape) if name in state else "nothing"
-            raise ConfigError(f"{cm.model_name}: expected a tensor {name!r} of shape {got}, the file has {tuple(shape)}")
-        written.add(name)
-        return state[name]
-
-    for layer in cm.layers:
-        weight = target(f"{layer.name}.weight", layer.shape)
-        if weight.device.type == "cpu":  # calloc'd pages are zero already: no 553 MB memset for VGG-16
-            weight.data = torch.from_numpy(np.zeros(layer.shape, dtype=np.float32))
-        else:
-            weight.zero_()
-        flat = weight.data.view(-1)
-        codebook = torch.from_numpy(layer.codebook).to(device)
-        codes = torch.from_numpy(layer.codes).to(device)
-        flat[torch.from_numpy(layer.positions).to(device)] = codebook[codes]
-        if layer.bias is not None:
-            target(f"{layer.name}.bias", layer.bias.shape).copy_(torch.from_numpy(layer.bias))
-    for name, array in cm.extras.items():
-        target(name, array.shape).copy_(torch.from_numpy(np.asarray(array)))
-    missing = sorted(set(state) - written)
-    if missing:
-        raise ConfigError(f"{cm.model_name}: the compressed model has no values for {missing}")
-    return model
-
-
 class _Peak:
     """Peak resident memory per stage: Linux's VmHWM, reset through ``/proc/self/clear_refs``.
 
@@ -377,7 +331,7 @@ def run_scale_benchmark(
     loaded = load_compressed(out_path)
     stages["read_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    decoded = decode_to_module(loaded, device)
+    decoded = to_dense_module(loaded, device)
     if decoded.state_dict()[f"{loaded.layers[-1].name}.weight"].is_cuda:
         torch.cuda.synchronize()
     stages["decode_dense_s"] = time.perf_counter() - start
@@ -388,13 +342,6 @@ def run_scale_benchmark(
     pipeline_peak = max(p for p in peaks.values() if p is not None) if peak.available else None
     ru_pipeline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     del decoded
-
-    peak.start()
-    start = time.perf_counter()
-    reference = to_dense_module(loaded)
-    stages["to_dense_module_s"] = time.perf_counter() - start
-    peaks["to_dense_module"] = peak.read()
-    del reference
 
     report = inspect_file(out_path)
     for row, paper_name, kept in zip(report["layers"], settings["names"], settings["kept"]):
