@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{r['model']}: compress {r['compress_s']:.2f} s (prune {s['prune_s']:.2f}, quantize {s['quantize_s']:.2f}, "
             f"encode+write {s['encode_write_s']:.2f}), decode {r['decode_s']:.2f} s (read {s['read_s']:.2f}, "
-            f"dense {s['decode_dense_s']:.2f}; to_dense_module {s['to_dense_module_s']:.2f}), "
+            f"dense {s['decode_dense_s']:.2f}), "
             f"peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB = {r['peak_rss_over_dense']:.2f}x dense "
             f"(baseline {r['baseline_rss_bytes'] / 2**20:.0f} MiB), "
             f"{r['dense_bytes'] / 1e6:.1f} MB -> {r['file_bytes'] / 1e6:.2f} MB ({r['ratio']:.1f}x)"

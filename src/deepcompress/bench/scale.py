@@ -13,8 +13,8 @@ times and memory do not, to first order.
 
 Memory is kept low by working layer by layer on the dense model: a layer's surviving weights are
 selected exactly but in chunks (:func:`prune_survivors`), after which its dense tensor is freed, and
-decoding writes straight into an uninitialised module (:func:`deepcompress.decode.to_dense_module`) instead of building
-a default-initialised one and copying state dicts into it.
+decoding writes straight into an uninitialised module (:func:`deepcompress.decode.to_dense_module`)
+instead of building a default-initialised one and copying state dicts into it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,106 @@
+"""Print the README's benchmark section as Markdown, straight from benchmarks/results/*.json.
+
+Run ``python benchmarks/summarize.py`` after any benchmark and paste its output into the README;
+tests/test_readme.py checks that the README quotes exactly what this prints.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def fc_section() -> list[str]:
+    fc = load("fc.json")
+    lines = [
+        "**Fully connected layers at the paper's densities** (Table 8; synthetic weights, 5-bit codebooks,",
+        f"cold cache; `make bench-fc`; read bandwidth {fc['read_bandwidth_gbs']:.1f} GB/s). Microseconds per",
+        "input; speedup of ours over the fastest dense baseline run in the same process:",
+        "",
+        "| layer | batch | dense torch | dense numpy | CSR scipy | CSR torch | ours | speedup | paper (CPU) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in fc["results"]:
+        cold = {k: v["median"] for k, v in row["cold_us"].items()}
+        paper = row.get("paper_cpu_speedup_batch1") if row["batch"] == 1 else None
+        lines.append(
+            f"| {row['layer']} | {row['batch']} | {cold['dense_torch']:.0f} | {cold['dense_numpy']:.0f} | "
+            f"{cold['csr_scipy']:.0f} | {cold['csr_torch']:.0f} | {cold['ours']:.0f} | {row['speedup']:.2f}x | "
+            f"{f'{paper:.2f}x' if paper else '-'} |"
+        )
+    summary = fc["summary"]
+    lines += [
+        "",
+        f"Geometric mean at batch 1: **{summary['batch1_geomean_speedup']:.2f}x** (target 8x, paper 3.3x; "
+        f"slowest layer {summary['batch1_min_speedup']:.2f}x); at batch 64: {summary['batch64_geomean_speedup']:.2f}x "
+        f"(slowest {summary['batch64_min_speedup']:.2f}x). Largest relative error of any kernel against dense: "
+        f"{summary['max_relative_error']:.1e}.",
+    ]
+    return lines
+
+
+def scale_section() -> list[str]:
+    lines = [
+        "**Whole-network pipeline at ImageNet scale** (`make bench-scale`; trained-like random weights, the",
+        "paper's per-layer densities and bits, no retraining):",
+        "",
+        "| model | compress (prune + quantize + encode) | read + decode | peak RSS / dense (whole process; above the imports) | dense -> file | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("alexnet", "vgg16"):
+        s = load(f"scale_{name}.json")
+        lines.append(
+            f"| {name} | {s['compress_s']:.1f} s | {s['decode_s']:.2f} s | {s['peak_rss_over_dense']:.2f}x; {s['pipeline_rss_over_dense']:.2f}x | "
+            f"{s['dense_bytes'] / 1e6:.1f} MB -> {s['file_bytes'] / 1e6:.2f} MB | {s['ratio']:.1f}x |"
+        )
+    return lines
+
+
+def coding_section() -> list[str]:
+    c = load("coding.json")
+    lines = [
+        "",
+        "**Entropy coders** (`python benchmarks/coding.py`; 10M-symbol streams; bytes over the empirical",
+        "entropy, tables included; decode speed):",
+        "",
+        "| stream | Huffman | rANS | zstd -19 | decode Huffman / rANS |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in c["streams"].items():
+        lines.append(
+            f"| {name} | +{s['huffman']['over_entropy_pct']:.2f}% | +{s['rans']['over_entropy_pct']:.2f}% | "
+            f"+{s['zstd19']['over_entropy_pct']:.2f}% | {s['huffman']['decode_msym_per_s']:.0f} / "
+            f"{s['rans']['decode_msym_per_s']:.0f} Msym/s |"
+        )
+    v = c["vgg16_file"]
+    lines += [
+        "",
+        f"A VGG-16-size file ({v['nnz'] / 1e6:.1f}M nonzeros, {v['symbols'] / 1e6:.1f}M symbols) decodes in "
+        f"{v['decode']['median_s']:.3f} s ({v['decode_msym_per_s']:.0f} Msym/s for the whole file).",
+    ]
+    return lines
+
+
+def kmeans_section() -> list[str]:
+    k = load("kmeans.json")
+    ours, sk = k["ours_default"], k["sklearn_budget"]
+    return [
+        "",
+        f"**k-means** (`python benchmarks/kmeans.py`): {k['n']:,} weights into {k['k']} clusters in "
+        f"{ours['median_s']:.3f} s (median; target {k['target_s']} s); at the same 5-iteration budget "
+        f"{k['speedup_same_budget']:.0f}x faster than scikit-learn's KMeans ({sk['median_s']:.1f} s).",
+    ]
+
+
+def main() -> None:
+    print("\n".join(fc_section() + [""] + scale_section() + coding_section() + kmeans_section()))
+
+
+if __name__ == "__main__":
+    main()
