@@ -38,7 +38,7 @@ def test_bits_mapping_names_the_bad_entry() -> None:
 
 def test_unknown_init_lists_the_four() -> None:
     with pytest.raises(
-        ConfigError, match="unknown centroid init 'forgy'; expected one of 'linear', 'density', 'random', 'kmeans\\+\\+'"
+        ConfigError, match=r"quantize.init: expected one of \['linear', 'density', 'random', 'kmeans\+\+'\], got 'forgy'"
     ):
         QuantizeConfig(init="forgy")  # type: ignore[arg-type]
 
@@ -46,7 +46,7 @@ def test_unknown_init_lists_the_four() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"grad_reduction": "max"}, "unknown grad_reduction 'max'; expected one of 'sum', 'mean'"),
+        ({"grad_reduction": "max"}, "quantize.grad_reduction: expected one of \\['sum', 'mean'\\], got 'max'"),
         ({"max_iter": 0}, "expected max_iter to be an integer >= 1, got 0"),
         ({"tol": float("nan")}, "expected tol to be a finite number >= 0.0, got nan"),
         ({"lr": 0.0}, "expected lr to be a finite number > 0.0, got 0.0"),

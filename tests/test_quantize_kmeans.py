@@ -164,7 +164,7 @@ def test_bad_parameters(kwargs: dict, message: str) -> None:
 
 
 def test_unknown_init_lists_the_four() -> None:
-    with pytest.raises(ConfigError, match="unknown centroid init 'forgy'; expected one of 'linear', 'density', 'random', 'kmeans\\+\\+'"):
+    with pytest.raises(ConfigError, match=r"init: expected one of \['linear', 'density', 'random', 'kmeans\+\+'\], got 'forgy'"):
         KMeans1D(4, init="forgy")
 
 

@@ -192,7 +192,7 @@ def test_to_sparse_module_predictions(numba_mode: bool, name: str, conv_mode: st
 def test_to_sparse_module_errors() -> None:
     rng = np.random.default_rng(5)
     cm = random_model("lenet300", rng)
-    with pytest.raises(ConfigError, match=r"unknown conv mode 'fast'; expected one of \['dense', 'sparse'\]"):
+    with pytest.raises(ConfigError, match=r"conv_mode: expected one of \['dense', 'sparse'\], got 'fast'"):
         to_sparse_module(cm, conv_mode="fast")
     partial = CompressedModel("lenet300", cm.layers[:2])
     with pytest.raises(CheckpointError, match=r"extras are missing \['fc3.bias', 'fc3.weight'\]"):

@@ -69,7 +69,7 @@ def whole_model_latency(
     }
     return {
         "model": cm.model_name,
-        "conv_mode": ConvMode.parse(conv_mode).value,
+        "conv_mode": ConvMode.parse(conv_mode, "conv_mode").value,
         "batch": int(input.shape[0]),
         "repeats": repeats,
         "threads": torch.get_num_threads(),

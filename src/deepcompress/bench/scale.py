@@ -38,7 +38,6 @@ from deepcompress.decode import empty_model, to_dense_module
 from deepcompress.errors import ConfigError
 from deepcompress.format import inspect_file, load_compressed, save
 from deepcompress.layers import layer_kind, select_layers
-from deepcompress.models import build_model
 from deepcompress.prune.masks import count_to_prune
 from deepcompress.quantize import KMeans1D
 

@@ -8,17 +8,17 @@ streams usually go raw (no table), peaked large ones rANS. The file header recor
 
 from __future__ import annotations
 
-from enum import Enum
 
 import numpy as np
 
 from deepcompress.coding import huffman, rans, raw
+from deepcompress.choices import Choice
 from deepcompress.errors import ConfigError
 
 MAX_SYMBOL = 2**16 - 1
 
 
-class Coder(str, Enum):
+class Coder(Choice):
     """Entropy coder of one stream."""
 
     AUTO = "auto"
@@ -26,13 +26,6 @@ class Coder(str, Enum):
     HUFFMAN = "huffman"
     RANS = "rans"
 
-    @classmethod
-    def from_value(cls, value: "str | Coder") -> "Coder":
-        """Parse a coder name; ``ConfigError`` lists the allowed values."""
-        try:
-            return cls(value)
-        except ValueError:
-            raise ConfigError(f"unknown coder {value!r}; expected one of {[c.value for c in cls]}") from None
 
 
 _ENCODERS = {Coder.RAW: raw.encode, Coder.HUFFMAN: huffman.encode, Coder.RANS: rans.encode}
@@ -56,7 +49,7 @@ def _sizes(sym: np.ndarray, choice: Coder) -> dict[Coder, int]:
 
 def encode_stream(symbols: np.ndarray, coder: "str | Coder" = Coder.AUTO) -> tuple[Coder, bytes]:
     """Code ``symbols``; return the coder actually used (never AUTO) and its self-describing blob."""
-    choice = Coder.from_value(coder)
+    choice = Coder.parse(coder, "coder")
     sym = _check_symbols(symbols)
     if choice is Coder.AUTO:
         sizes = _sizes(sym, choice)
@@ -66,7 +59,7 @@ def encode_stream(symbols: np.ndarray, coder: "str | Coder" = Coder.AUTO) -> tup
 
 def decode_stream(coder: "str | Coder", blob: bytes | memoryview, count: int) -> np.ndarray:
     """Decode ``count`` symbols (int32) coded by ``coder``; ``ValueError`` if the blob is malformed."""
-    choice = Coder.from_value(coder)
+    choice = Coder.parse(coder, "coder")
     if choice is Coder.AUTO:
         raise ConfigError("expected the coder a stream was written with ('raw', 'huffman' or 'rans'), got 'auto'")
     return _DECODERS[choice](blob, count)
@@ -74,4 +67,4 @@ def decode_stream(coder: "str | Coder", blob: bytes | memoryview, count: int) ->
 
 def coded_size(symbols: np.ndarray, coder: "str | Coder" = Coder.AUTO) -> int:
     """Byte size of ``encode_stream(symbols, coder)``'s blob."""
-    return min(_sizes(_check_symbols(symbols), Coder.from_value(coder)).values())
+    return min(_sizes(_check_symbols(symbols), Coder.parse(coder, "coder")).values())

@@ -80,7 +80,7 @@ def to_bytes(cm: CompressedModel, coder: "str | Coder" = Coder.AUTO) -> bytes:
     """Serialise ``cm``; ``coder`` forces one entropy coder for every stream (default: smallest per stream)."""
     if not isinstance(cm, CompressedModel):
         raise TypeError(f"expected a CompressedModel, got {type(cm).__name__}")
-    choice = Coder.from_value(coder)
+    choice = Coder.parse(coder, "coder")
     if len(cm.layers) > spec.MAX_LAYERS or len(cm.extras) > spec.MAX_EXTRAS:
         raise ConfigError(f"expected at most {spec.MAX_LAYERS} layers and {spec.MAX_EXTRAS} extras")
     entries, units = [], []

@@ -41,27 +41,14 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any, Mapping, Union
 
+from deepcompress.choices import Choice
 from deepcompress.errors import ConfigError
 from deepcompress.layers import LAYER_TYPES
 
 Target = Union[float, Mapping[str, float]]
 
 
-class _Choice(str, Enum):
-    """A ``str`` Enum whose :meth:`parse` names the allowed values when it rejects one."""
-
-    @classmethod
-    def parse(cls, value: object, what: str) -> Any:
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = [m.value for m in cls]
-            raise ConfigError(f"{what}: expected one of {allowed}, got {value!r}") from None
-
-
-class PruneMethod(_Choice):
+class PruneMethod(Choice):
     """How the pruned weights are chosen (see the module docstring)."""
 
     STD = "std"
@@ -69,7 +56,7 @@ class PruneMethod(_Choice):
     GLOBAL = "global"
 
 
-class BiasPolicy(_Choice):
+class BiasPolicy(Choice):
     """What happens to biases: ``"keep"``, they are never pruned (the paper's choice)."""
 
     KEEP = "keep"

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from enum import Enum
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
+from deepcompress.choices import Choice
 from deepcompress.errors import ConfigError
 from deepcompress.layers import LAYER_TYPES
 
 MAX_BITS = 16
 
 
-class CentroidInit(str, Enum):
+class CentroidInit(Choice):
     """How the k-means centroids are initialised (paper section 3.1, Fig. 4)."""
 
     LINEAR = "linear"
@@ -28,30 +28,14 @@ class CentroidInit(str, Enum):
     RANDOM = "random"
     KMEANS_PP = "kmeans++"
 
-    @classmethod
-    def parse(cls, value: str | CentroidInit) -> CentroidInit:
-        """Return the member called ``value``; an unknown name raises ``ConfigError`` listing all four."""
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(repr(m.value) for m in cls)
-            raise ConfigError(f"unknown centroid init {value!r}; expected one of {allowed}") from None
 
 
-class GradReduction(str, Enum):
+class GradReduction(Choice):
     """How the gradients of a centroid's member weights are combined (paper Eq. 3 is ``sum``)."""
 
     SUM = "sum"
     MEAN = "mean"
 
-    @classmethod
-    def parse(cls, value: str | GradReduction) -> GradReduction:
-        """Return the member called ``value``; an unknown name raises ``ConfigError`` listing both."""
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(repr(m.value) for m in cls)
-            raise ConfigError(f"unknown grad_reduction {value!r}; expected one of {allowed}") from None
 
 
 def check_bits(value: object, where: str = "bits") -> int:
@@ -102,8 +86,8 @@ class QuantizeConfig:
             object.__setattr__(self, "bits", MappingProxyType(dict(self.bits)))
         else:
             check_bits(self.bits)
-        object.__setattr__(self, "init", CentroidInit.parse(self.init))
-        object.__setattr__(self, "grad_reduction", GradReduction.parse(self.grad_reduction))
+        object.__setattr__(self, "init", CentroidInit.parse(self.init, "quantize.init"))
+        object.__setattr__(self, "grad_reduction", GradReduction.parse(self.grad_reduction, "quantize.grad_reduction"))
         _check_int(self.max_iter, "max_iter", minimum=1)
         _check_float(self.tol, "tol", minimum=0.0)
         _check_int(self.seed, "seed", minimum=0)

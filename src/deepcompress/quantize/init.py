@@ -99,7 +99,7 @@ def init_centroids(x: np.ndarray, n_clusters: int, method: str | CentroidInit = 
 
 def initializer(method: str | CentroidInit) -> Callable[[np.ndarray, int, np.random.Generator], np.ndarray]:
     """The function ``(sorted_data, k, rng) -> centroids`` implementing ``method``."""
-    chosen = CentroidInit.parse(method)
+    chosen = CentroidInit.parse(method, "init")
     table: dict[CentroidInit, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = {
         CentroidInit.LINEAR: lambda xs, k, rng: linear_init(xs, k),
         CentroidInit.DENSITY: lambda xs, k, rng: density_init(xs, k),

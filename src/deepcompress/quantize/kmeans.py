@@ -69,7 +69,7 @@ class KMeans1D:
         if not (isinstance(tol, (int, float)) and np.isfinite(tol) and tol >= 0):
             raise ValueError(f"expected tol to be a finite number >= 0, got {tol!r}")
         self.n_clusters = int(n_clusters)
-        self.init = CentroidInit.parse(init)
+        self.init = CentroidInit.parse(init, "init")
         self.max_iter = int(max_iter)
         self.tol = float(tol)
         self.seed = seed

@@ -46,7 +46,7 @@ class SharedWeight(nn.Module):
         self.shape = torch.Size(shape)
         self.bits = check_bits(bits)
         self.n_clusters = int(n_clusters)
-        self.grad_reduction = GradReduction.parse(grad_reduction)
+        self.grad_reduction = GradReduction.parse(grad_reduction, "grad_reduction")
         if self.n_clusters > 2**self.bits:
             raise ConfigError(f"expected at most 2**{self.bits} clusters, got {self.n_clusters}")
         positions = positions.to(torch.int64).flatten()

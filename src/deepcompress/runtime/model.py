@@ -7,19 +7,19 @@ tensors (``extras``: uncompressed layers, normalisation statistics) are loaded s
 
 from __future__ import annotations
 
-from enum import Enum
 
 import torch
 from torch import nn
 
 from deepcompress.compressed import CompressedLayer, CompressedModel
+from deepcompress.choices import Choice
 from deepcompress.errors import CheckpointError, ConfigError
 from deepcompress.layers import layer_kind
 from deepcompress.models import build_model
 from deepcompress.runtime.layers import SparseCodebookConv2d, SparseCodebookLinear
 
 
-class ConvMode(str, Enum):
+class ConvMode(Choice):
     """How compressed convolutions run: ``dense`` decodes the kernel once at load and calls
     ``F.conv2d``; ``sparse`` runs im2col times the packed kernel (groups == 1 only; grouped ones are
     decoded). Dense is the default on measurement: for LeNet-5 (2 threads, interleaved medians) conv1
@@ -29,15 +29,6 @@ class ConvMode(str, Enum):
     DENSE = "dense"
     SPARSE = "sparse"
 
-    @classmethod
-    def parse(cls, value: "str | ConvMode") -> "ConvMode":
-        """Return the member named ``value``; otherwise a :class:`ConfigError` listing the choices."""
-        try:
-            return cls(value)
-        except ValueError:
-            raise ConfigError(
-                f"unknown conv mode {value!r}; expected one of {[m.value for m in cls]}"
-            ) from None
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -83,7 +74,7 @@ def to_sparse_module(cm: CompressedModel, conv_mode: str | ConvMode = ConvMode.D
     """
     if not isinstance(cm, CompressedModel):
         raise TypeError(f"expected a CompressedModel, got {type(cm).__name__}")
-    mode = ConvMode.parse(conv_mode)
+    mode = ConvMode.parse(conv_mode, "conv_mode")
     model = build_model(cm.model_name)
     modules = dict(model.named_modules())
     decoded: set[str] = set()
