@@ -11,6 +11,7 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -88,6 +89,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from deepcompress.report import format_table
 
     cfg = load_config(args.config)
+    if args.device:
+        cfg = replace(cfg, device=args.device)
     out = Path(args.out)
     result = compress(cfg, out, data_dir=args.data_dir, progress=not args.quiet)
     report_path = write_report(result, out)
@@ -184,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="pipeline config (TOML)")
     p.add_argument("--out", required=True, help="compressed file to write (.dcz)")
     p.add_argument("--data-dir", default=None, help="directory of IDX files")
+    p.add_argument("--device", default=None, help="cpu or cuda (overrides the config's device)")
     p.add_argument("--json", action="store_true", help="print the stages and report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_compress)

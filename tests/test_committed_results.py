@@ -1,0 +1,34 @@
+"""The committed compressed LeNets decode to the networks they were written from.
+
+At write time the pipeline measured the quantized model's test accuracy in memory and stored it in the
+file's metadata; decoding the committed file must reproduce that accuracy exactly on the full MNIST
+test set, with no more distinct weight values per layer than its codebook holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import deepcompress as dc
+
+RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
+
+
+@pytest.mark.parametrize("name, paper_error", [("lenet300_mnist", 0.0164), ("lenet5_mnist", 0.0080)])
+def test_committed_file_reproduces_its_recorded_accuracy(name: str, paper_error: float) -> None:
+    path = RESULTS / f"{name}.dcz"
+    compressed = dc.load_compressed(path)
+    model = dc.to_dense_module(compressed)
+    result = dc.evaluate(model, dc.load_split("mnist", "test").tensors())
+    assert result["n"] == 10_000
+    assert result["accuracy"] == compressed.metadata["test_accuracy"]
+    assert result["error"] <= paper_error
+    state = model.state_dict()
+    for layer in compressed.layers:
+        weight = state[f"{layer.name}.weight"].numpy()
+        assert np.count_nonzero(weight) == layer.nnz
+        assert len(np.unique(weight[weight != 0])) <= 2**layer.weight_bits
+    assert dc.inspect_file(path)["ratio"] >= 100
