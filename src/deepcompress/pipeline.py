@@ -150,6 +150,22 @@ def compress(
             record("fine-tune", start, layers=quantization_report(model))
 
     start = time.perf_counter()
+    report, file_accuracy = write_verified(model, cfg, out, stages[0].accuracy, accuracy)
+    stages.append(StageResult("file", file_accuracy, time.perf_counter() - start, {"file_bytes": report["file_bytes"], "ratio": report["ratio"]}))
+    log(f"[file] {out}: {report['file_bytes']} bytes, {report['ratio']:.1f}x smaller than dense fp32, "
+        f"test accuracy {100 * file_accuracy:.2f}% (error {100 * (1 - file_accuracy):.2f}%)")
+    state.finish()
+    return PipelineResult(stages, report, cfg.to_dict())
+
+
+def write_verified(
+    model: nn.Module, cfg: PipelineConfig, out: Path, reference_accuracy: float, accuracy: Callable[[nn.Module], float]
+) -> tuple[dict[str, Any], float]:
+    """Export the quantized ``model``, write ``out``, read it back and check it; returns (report, accuracy).
+
+    The file's accuracy is measured on the in-memory model (after any float16 rounding) and stored in
+    the file; the decoded file must hold bit-identical arrays and score exactly that accuracy.
+    """
     model.cpu().eval()
     if cfg.encode.value_dtype == "float16":
         round_values_to_half_(model)
@@ -158,7 +174,7 @@ def compress(
     metadata = {
         "dataset": cfg.dataset,
         "normalization": list(NORMALIZATION[cfg.dataset]),
-        "reference_accuracy": stages[0].accuracy,
+        "reference_accuracy": reference_accuracy,
         "test_accuracy": file_accuracy,
         "source": Path(cfg.checkpoint).name,
     }
@@ -173,12 +189,7 @@ def compress(
     decoded_accuracy = accuracy(to_dense_module(decoded))
     if decoded_accuracy != file_accuracy:
         raise AssertionError(f"decoded file scores {decoded_accuracy}, the model it was written from {file_accuracy}")
-    report = inspect_file(out)
-    stages.append(StageResult("file", decoded_accuracy, time.perf_counter() - start, {"file_bytes": report["file_bytes"], "ratio": report["ratio"]}))
-    log(f"[file] {out}: {report['file_bytes']} bytes, {report['ratio']:.1f}x smaller than dense fp32, "
-        f"test accuracy {100 * decoded_accuracy:.2f}% (error {100 * (1 - decoded_accuracy):.2f}%)")
-    state.finish()
-    return PipelineResult(stages, report, cfg.to_dict())
+    return inspect_file(out), decoded_accuracy
 
 
 @torch.no_grad()
