@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from deepcompress.allocator import pin_mmap_threshold
 from deepcompress.errors import ConfigError, DeepCompressError
 
 USAGE_ERRORS = (ConfigError,)
@@ -223,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    pin_mmap_threshold()
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

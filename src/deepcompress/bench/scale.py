@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepcompress.allocator import pin_mmap_threshold
 from deepcompress.bench.machine import machine_info
 from deepcompress.compressed import CompressedLayer, CompressedModel
 from deepcompress.decode import empty_model, to_dense_module
@@ -296,6 +297,7 @@ def run_scale_benchmark(
     if out_path is None:
         with tempfile.TemporaryDirectory(prefix="dc-scale-") as tmp:
             return run_scale_benchmark(model, quick, seed, device, Path(tmp) / f"{name}.dcz")
+    pin_mmap_threshold()  # freed per-layer chunks go back to the OS (see deepcompress.allocator)
     peak = _Peak()
     baseline_rss = _rss_now()
     stages: dict[str, float] = {"prune_s": 0.0, "quantize_s": 0.0}
