@@ -91,3 +91,20 @@ def test_successful_write_replaces_and_leaves_nothing_else(tmp_path: Path) -> No
     assert [p.name for p in tmp_path.iterdir()] == ["model.dcz"]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         atomic_write_bytes(tmp_path / "missing" / "x.dcz", b"")
+
+
+def test_new_files_get_the_umask_mode_and_existing_files_keep_theirs(tmp_path: Path) -> None:
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        fresh = tmp_path / "fresh.bin"
+        atomic_write_bytes(fresh, b"x")
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
+        kept = tmp_path / "kept.bin"
+        kept.write_bytes(b"old")
+        kept.chmod(0o640)
+        atomic_write_bytes(kept, b"new")
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_bytes() == b"new"
+    finally:
+        os.umask(old)

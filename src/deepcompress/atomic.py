@@ -22,6 +22,7 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         raise FileNotFoundError(f"cannot write {target}: directory {directory} does not exist")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, _file_mode(target))
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
@@ -37,6 +38,17 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _file_mode(target: Path) -> int:
+    """The mode a plainly created file would get: the target's own if it exists, else 0o666 less the
+    umask (``mkstemp`` creates 0o600 files, which would hide checkpoints from other users)."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
