@@ -1,0 +1,39 @@
+"""Every experiment script runs end to end in its tiny mode, so none of them can rot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+SCRIPTS = {
+    "fig_distributions.py": ("distributions_lenet300_fc2.json", "distributions_lenet300_fc2.png"),
+    "fig_sensitivity.py": ("sensitivity_mnist.json", "sensitivity_lenet300_mnist.png"),
+    "fig_init.py": ("init_vs_bits_lenet300.json", "init_vs_bits_lenet300.png"),
+    "fig_tradeoff.py": ("tradeoff_lenet300.json", "tradeoff_lenet300.png"),
+    "fig_bits.py": ("bits_lenet5.json", "bits_lenet5.png"),
+}
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_experiment_runs_in_tiny_mode(script: str, tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(EXPERIMENTS / script), "--tiny", "--out", str(tmp_path)], check=True, capture_output=True, cwd=EXPERIMENTS)
+    result_json, figure = SCRIPTS[script]
+    result = json.loads((tmp_path / result_json).read_text())
+    assert result["wall_seconds"] >= 0 and "--tiny" in result["command"]
+    assert (tmp_path / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tradeoff_and_init_results_cover_every_method(tmp_path: Path) -> None:
+    for script in ("fig_tradeoff.py", "fig_init.py"):
+        subprocess.run([sys.executable, str(EXPERIMENTS / script), "--tiny", "--out", str(tmp_path)], check=True, capture_output=True, cwd=EXPERIMENTS)
+    curves = json.loads((tmp_path / "tradeoff_lenet300.json").read_text())["curves"]
+    assert set(curves) == {"pruning", "quantization", "pruning+quantization", "svd"}
+    assert all(len(points) == 2 and all(0 < p["rate_pct"] < 100 for p in points) for points in curves.values())
+    init = json.loads((tmp_path / "init_vs_bits_lenet300.json").read_text())
+    assert set(init["accuracy"]) == {"random", "density", "linear", "kmeans++"}
+    assert all(len(values) == len(init["bits"]) and all(0 <= v <= 1 for v in values) for values in init["accuracy"].values())
