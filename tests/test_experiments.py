@@ -37,3 +37,16 @@ def test_tradeoff_and_init_results_cover_every_method(tmp_path: Path) -> None:
     init = json.loads((tmp_path / "init_vs_bits_lenet300.json").read_text())
     assert set(init["accuracy"]) == {"random", "density", "linear", "kmeans++"}
     assert all(len(values) == len(init["bits"]) and all(0 <= v <= 1 for v in values) for values in init["accuracy"].values())
+
+
+def test_results_doc_is_rendered_from_the_committed_results(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """docs/RESULTS.md is exactly what experiments/summarize.py renders from experiments/results/*.json."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("summarize", EXPERIMENTS / "summarize.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    committed = module.DOC.read_text()
+    monkeypatch.setattr(module, "DOC", tmp_path / "RESULTS.md")
+    module.main()
+    assert (tmp_path / "RESULTS.md").read_text() == committed

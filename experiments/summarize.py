@@ -1,0 +1,124 @@
+"""Render docs/RESULTS.md from experiments/results/*.json (never from memory).
+
+Run ``python experiments/summarize.py`` after any experiment; tests/test_experiments.py checks the
+committed docs/RESULTS.md equals what this renders.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+DOC = ROOT.parent / "docs" / "RESULTS.md"
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def table1() -> list[str]:
+    lines = [
+        "## Table 1: compression without (much) accuracy loss",
+        "",
+        "Sizes are file bytes; dense = fp32 weights and biases; accuracy of the network decoded from the file",
+        "on the full test set. Command: `deepcompress compress --config experiments/configs/NAME.toml --out",
+        "experiments/results/NAME.dcz` (writes NAME.json with every stage).",
+        "",
+        "| name | reference accuracy | compressed accuracy | change (points) | dense -> file | ratio | wall time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in ("lenet300_mnist", "lenet5_mnist", "lenet300_fashion", "lenet5_fashion"):
+        path = RESULTS / f"{name}.json"
+        if not path.is_file():
+            lines.append(f"| {name} | not run | | | | | |")
+            continue
+        run = json.loads(path.read_text())
+        stages = {s["stage"]: s for s in run["stages"]}
+        ref, final = stages["reference"]["accuracy"], stages["file"]["accuracy"]
+        seconds = sum(s["seconds"] for s in run["stages"])
+        lines.append(
+            f"| {name} | {100 * ref:.2f}% | {100 * final:.2f}% | {100 * (final - ref):+.2f} | "
+            f"{run['report']['dense_bytes']:,} B -> {run['report']['file_bytes']:,} B | {run['report']['ratio']:.1f}x | {seconds:.0f} s |"
+        )
+    return lines
+
+
+def figures() -> list[str]:
+    lines = ["", "## Figures", ""]
+    tradeoff = load("tradeoff_lenet300.json")
+    lines += [
+        "### Fig. 6: accuracy loss vs compressed size (LeNet-300-100, no retraining)",
+        "",
+        f"`python experiments/fig_tradeoff.py` ({tradeoff['wall_seconds']:.0f} s) -> `experiments/results/tradeoff_lenet300.png`.",
+        "Smallest size reached by each method at <= 0.5 points of accuracy loss:",
+        "",
+        "| method | size (% of dense weights) | loss (points) | knob |",
+        "|---|---|---|---|",
+    ]
+    for method, points in tradeoff["curves"].items():
+        ok = [p for p in points if p["accuracy_loss_pct"] <= 0.5]
+        if ok:
+            best = min(ok, key=lambda p: p["rate_pct"])
+            lines.append(f"| {method} | {best['rate_pct']:.2f}% | {best['accuracy_loss_pct']:.2f} | {best['knob']} |")
+        else:
+            lines.append(f"| {method} | none within 0.5 points | | |")
+    bits = load("bits_lenet5.json")
+    lines += [
+        "",
+        "### Fig. 7: conv vs fc bit widths (LeNet-5, no retraining)",
+        "",
+        f"`python experiments/fig_bits.py` ({bits['wall_seconds']:.0f} s) -> `experiments/results/bits_lenet5.png`. Accuracy (%):",
+        "",
+        "| layers quantized | " + " | ".join(f"{b} bits" for b in bits["bits"]) + " |",
+        "|---|" + "---|" * len(bits["bits"]),
+    ]
+    for key, values in bits["accuracy"].items():
+        lines.append(f"| {key} | " + " | ".join(f"{100 * v:.2f}" for v in values) + " |")
+    init = load("init_vs_bits_lenet300.json")
+    lines += [
+        "",
+        "### Fig. 8: centroid initialisation vs bits (LeNet-300-100 pruned to 8%, one fine-tuning epoch)",
+        "",
+        f"`python experiments/fig_init.py` ({init['wall_seconds']:.0f} s) -> `experiments/results/init_vs_bits_lenet300.png`. "
+        f"Pruned, unquantized: {100 * init['pruned_accuracy']:.2f}%. Accuracy (%):",
+        "",
+        "| init | " + " | ".join(f"{b} bits" for b in init["bits"]) + " |",
+        "|---|" + "---|" * len(init["bits"]),
+    ]
+    for name, values in init["accuracy"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{100 * v:.2f}" for v in values) + " |")
+    dist = load("distributions_lenet300_fc2.json")
+    sens = load("sensitivity_mnist.json")
+    lines += [
+        "",
+        "### Figs. 4-5: distributions; Han 2015 Fig. 6: sensitivity",
+        "",
+        f"`python experiments/fig_distributions.py` -> `experiments/results/distributions_lenet300_fc2.png`: fc2's "
+        f"{dist['weights']:,} reference weights, the {dist['kept']:,} stored ones with the {len(dist['codebook'])} centroids, "
+        "and the cluster-index and gap-symbol histograms with their Huffman code lengths.",
+        "",
+        f"`python experiments/fig_sensitivity.py` ({sens['wall_seconds']:.0f} s) -> `experiments/results/sensitivity_lenet300_mnist.png`, "
+        "`sensitivity_lenet5_mnist.png`: accuracy with one layer pruned, no retraining. Largest fraction each layer "
+        "tolerates within 0.5 points:",
+        "",
+        "| model | layer | fraction |",
+        "|---|---|---|",
+    ]
+    for model in ("lenet300", "lenet5"):
+        scan = sens[model]
+        for layer, row in scan["layers"].items():
+            ok = [f for f, a in zip(scan["fractions"], row["accuracy"]) if scan["baseline"] - a <= 0.005]
+            lines.append(f"| {model} | {layer} | {max(ok):.2f} |")
+    return lines
+
+
+def main() -> None:
+    text = "\n".join(["# Experiments: the paper's tables and figures, measured here", "", *table1(), *figures()]) + "\n"
+    DOC.write_text(text)
+    print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()
