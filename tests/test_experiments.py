@@ -50,3 +50,16 @@ def test_results_doc_is_rendered_from_the_committed_results(monkeypatch: pytest.
     monkeypatch.setattr(module, "DOC", tmp_path / "RESULTS.md")
     module.main()
     assert (tmp_path / "RESULTS.md").read_text() == committed
+
+
+def test_init_on_retrained_model_reaches_the_paper_densities(tmp_path: Path) -> None:
+    """fig_init_retrained.py: pruned and retrained to Table 2's 8% / 9% / 26% kept, every init at every bit width."""
+    script = "fig_init_retrained.py"
+    subprocess.run([sys.executable, str(EXPERIMENTS / script), "--tiny", "--out", str(tmp_path)], check=True, capture_output=True, cwd=EXPERIMENTS)
+    result = json.loads((tmp_path / "init_vs_bits_lenet300_retrained.json").read_text())
+    assert "--tiny" in result["command"] and result["wall_seconds"] >= 0
+    assert {row["layer"]: row["kept_pct"] for row in result["sparsity"] if row["layer"] != "total"} == {"fc1": 8.0, "fc2": 9.0, "fc3": 26.0}
+    for key in ("accuracy_kmeans", "accuracy_finetuned"):
+        assert set(result[key]) == {"random", "density", "linear", "kmeans++"}
+        assert all(len(values) == len(result["bits"]) and all(0 <= v <= 1 for v in values) for values in result[key].values())
+    assert (tmp_path / "init_vs_bits_lenet300_retrained.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
