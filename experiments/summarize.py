@@ -89,6 +89,22 @@ def figures() -> list[str]:
     ]
     for name, values in init["accuracy"].items():
         lines.append(f"| {name} | " + " | ".join(f"{100 * v:.2f}" for v in values) + " |")
+    retrained = load("init_vs_bits_lenet300_retrained.json")
+    kept = ", ".join(f"{row['layer']} {row['kept_pct']:.0f}%" for row in retrained["sparsity"] if row["layer"] != "total")
+    lines += [
+        "",
+        f"Same sweep on a pruned and retrained model (kept {kept}; {retrained['prune_rounds']} prune rounds x "
+        f"{retrained['epochs_per_round']} retraining epochs, then {100 * retrained['pruned_accuracy']:.2f}%): "
+        f"`python experiments/fig_init_retrained.py` ({retrained['wall_seconds']:.0f} s) -> "
+        "`experiments/results/init_vs_bits_lenet300_retrained.png`. Accuracy (%) right after k-means / after one "
+        "epoch of centroid fine-tuning:",
+        "",
+        "| init | " + " | ".join(f"{b} bits" for b in retrained["bits"]) + " |",
+        "|---|" + "---|" * len(retrained["bits"]),
+    ]
+    for name, values in retrained["accuracy_kmeans"].items():
+        tuned = retrained["accuracy_finetuned"][name]
+        lines.append(f"| {name} | " + " | ".join(f"{100 * a:.2f} / {100 * b:.2f}" for a, b in zip(values, tuned)) + " |")
     dist = load("distributions_lenet300_fc2.json")
     sens = load("sensitivity_mnist.json")
     lines += [
