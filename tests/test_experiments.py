@@ -63,3 +63,14 @@ def test_init_on_retrained_model_reaches_the_paper_densities(tmp_path: Path) -> 
         assert set(result[key]) == {"random", "density", "linear", "kmeans++"}
         assert all(len(values) == len(result["bits"]) and all(0 <= v <= 1 for v in values) for values in result[key].values())
     assert (tmp_path / "init_vs_bits_lenet300_retrained.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bits_on_retrained_lenet5_reaches_the_paper_densities(tmp_path: Path) -> None:
+    """fig_bits_retrained.py: Table 3's 66% / 12% / 8% / 19% kept, conv and fc swept at every bit width."""
+    subprocess.run([sys.executable, str(EXPERIMENTS / "fig_bits_retrained.py"), "--tiny", "--out", str(tmp_path)], check=True, capture_output=True, cwd=EXPERIMENTS)
+    result = json.loads((tmp_path / "bits_lenet5_retrained.json").read_text())
+    assert "--tiny" in result["command"] and result["wall_seconds"] >= 0
+    assert {row["layer"]: row["kept_pct"] for row in result["sparsity"] if row["layer"] != "total"} == {"conv1": 66.0, "conv2": 12.0, "fc1": 8.0, "fc2": 19.0}
+    assert set(result["accuracy"]) == {"conv (dense)", "fc (dense)", "conv (pruned + retrained)", "fc (pruned + retrained)"}
+    assert all(len(values) == len(result["bits"]) and all(0 <= v <= 1 for v in values) for values in result["accuracy"].values())
+    assert (tmp_path / "bits_lenet5_retrained.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
