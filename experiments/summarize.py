@@ -76,6 +76,20 @@ def figures() -> list[str]:
     ]
     for key, values in bits["accuracy"].items():
         lines.append(f"| {key} | " + " | ".join(f"{100 * v:.2f}" for v in values) + " |")
+    retrained = load("bits_lenet5_retrained.json")
+    kept = ", ".join(f"{row['layer']} {row['kept_pct']:.0f}%" for row in retrained["sparsity"] if row["layer"] != "total")
+    lines += [
+        "",
+        f"Same sweep with the pruned model retrained ({retrained['prune_rounds']} prune rounds x "
+        f"{retrained['epochs_per_round']} epoch; kept {kept}; {100 * retrained['pruned_accuracy']:.2f}% before "
+        f"quantization): `python experiments/fig_bits_retrained.py` ({retrained['wall_seconds']:.0f} s) -> "
+        "`experiments/results/bits_lenet5_retrained.png`. Accuracy (%):",
+        "",
+        "| layers quantized | " + " | ".join(f"{b} bits" for b in retrained["bits"]) + " |",
+        "|---|" + "---|" * len(retrained["bits"]),
+    ]
+    for key, values in retrained["accuracy"].items():
+        lines.append(f"| {key} | " + " | ".join(f"{100 * v:.2f}" for v in values) + " |")
     init = load("init_vs_bits_lenet300.json")
     lines += [
         "",
