@@ -14,8 +14,8 @@ from __future__ import annotations
 import copy
 import time
 
-import matplotlib.pyplot as plt
 from common import accuracy_on, parse_args, reference, test_data, train_data, write_json
+from fig_bits import PAPER_SPARSITY, plot_conv_fc, sweep_conv_fc
 from torch import nn
 
 from deepcompress.prune import (
@@ -24,10 +24,8 @@ from deepcompress.prune import (
     keep_pruned_zero,
     sparsity_report,
 )
-from deepcompress.quantize import QuantizeConfig, quantize_
 from deepcompress.train import TrainConfig, fit
 
-PAPER_SPARSITY = {"conv1": 0.34, "conv2": 0.88, "fc1": 0.92, "fc2": 0.81}  # Table 3: 66%, 12%, 8%, 19% kept
 RETRAIN_LR = 0.05 * 0.2  # the reference's rate x the LeNet-5 MNIST config's lr_factor
 
 
@@ -47,23 +45,9 @@ def main() -> None:
     pruned = copy.deepcopy(dense)
     iterative_prune_(pruned, PruneConfig(method="sparsity", sparsity=PAPER_SPARSITY, rounds=rounds, epochs_per_round=epochs),
                      retrain=retrain, progress=False)
-    models = {"dense": dense, "pruned + retrained": pruned}
-    result: dict[str, list[float]] = {}
-    for state, model in models.items():
-        for group, patterns in (("conv", ("conv*",)), ("fc", ("fc*",))):
-            key = f"{group} ({state})"
-            result[key] = [accuracy(quantize_(copy.deepcopy(model), QuantizeConfig(bits=b, patterns=patterns))) for b in bit_widths]
-            print(key, [f"{100 * a:.2f}" for a in result[key]])
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key, values in result.items():
-        ax.plot(bit_widths, [100 * v for v in values], "o-" if "conv" in key else "s--", label=key)
-    ax.set_xlabel("bits per weight (the other layers stay fp32)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("LeNet-5 / MNIST: conv vs fc bit widths (paper Fig. 7), no fine-tuning")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(args.out / "bits_lenet5_retrained.png", dpi=110)
+    result = sweep_conv_fc({"dense": dense, "pruned + retrained": pruned}, bit_widths, accuracy)
+    plot_conv_fc(result, bit_widths, "LeNet-5 / MNIST: conv vs fc bit widths (paper Fig. 7), no fine-tuning",
+                 args.out / "bits_lenet5_retrained.png")
     write_json(args.out / "bits_lenet5_retrained.json", {
         "bits": list(bit_widths), "accuracy": result, "reference_accuracy": accuracy(dense),
         "pruned_accuracy": accuracy(pruned), "sparsity": sparsity_report(pruned), "prune_rounds": rounds,
