@@ -53,6 +53,21 @@ def accuracy_on(data: Any) -> Any:
     return lambda model: evaluate(model, data)["accuracy"]
 
 
+def prune_and_retrain(model: Any, sparsity: dict[str, float], train: Any, rounds: int, epochs: int, lr: float) -> Any:
+    """Iteratively prune ``model`` in place to per-layer ``sparsity``, retraining ``epochs`` per round at ``lr``
+    with pruned weights held at zero (Han 2015, section 3.3); returns the model."""
+    from deepcompress.prune import PruneConfig, iterative_prune_, keep_pruned_zero
+    from deepcompress.train import TrainConfig, fit
+
+    def retrain(m: Any, round_index: int) -> None:
+        fit(m, train, TrainConfig(epochs=epochs, seed=round_index), lr=lr,
+            on_optimizer=lambda opt: keep_pruned_zero(opt, m), progress=False)
+
+    cfg = PruneConfig(method="sparsity", sparsity=sparsity, rounds=rounds, epochs_per_round=epochs)
+    iterative_prune_(model, cfg, retrain=retrain, progress=False)
+    return model
+
+
 def write_json(path: Path, result: dict[str, Any], started: float) -> None:
     result = {**result, "wall_seconds": round(time.perf_counter() - started, 1), "command": " ".join(["python", *sys.argv])}
     atomic_write_text(path, json.dumps(result, indent=2, default=float) + "\n")

@@ -14,17 +14,12 @@ from __future__ import annotations
 import copy
 import time
 
-from common import accuracy_on, parse_args, reference, test_data, train_data, write_json
+from common import accuracy_on, parse_args, prune_and_retrain, reference, test_data, train_data, write_json
 from fig_bits import PAPER_SPARSITY, plot_conv_fc, sweep_conv_fc
-from torch import nn
 
 from deepcompress.prune import (
-    PruneConfig,
-    iterative_prune_,
-    keep_pruned_zero,
     sparsity_report,
 )
-from deepcompress.train import TrainConfig, fit
 
 RETRAIN_LR = 0.05 * 0.2  # the reference's rate x the LeNet-5 MNIST config's lr_factor
 
@@ -37,14 +32,8 @@ def main() -> None:
     train = train_data("mnist", args.tiny)
     accuracy = accuracy_on(test_data("mnist", args.tiny))
 
-    def retrain(model: nn.Module, round_index: int) -> None:
-        fit(model, train, TrainConfig(epochs=epochs, seed=round_index), lr=RETRAIN_LR,
-            on_optimizer=lambda opt: keep_pruned_zero(opt, model), progress=False)
-
     dense = reference("lenet5")
-    pruned = copy.deepcopy(dense)
-    iterative_prune_(pruned, PruneConfig(method="sparsity", sparsity=PAPER_SPARSITY, rounds=rounds, epochs_per_round=epochs),
-                     retrain=retrain, progress=False)
+    pruned = prune_and_retrain(copy.deepcopy(dense), PAPER_SPARSITY, train, rounds, epochs, RETRAIN_LR)
     result = sweep_conv_fc({"dense": dense, "pruned + retrained": pruned}, bit_widths, accuracy)
     plot_conv_fc(result, bit_widths, "LeNet-5 / MNIST: conv vs fc bit widths (paper Fig. 7), no fine-tuning",
                  args.out / "bits_lenet5_retrained.png")

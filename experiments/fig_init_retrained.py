@@ -14,13 +14,9 @@ import copy
 import time
 
 import matplotlib.pyplot as plt
-from common import accuracy_on, parse_args, reference, test_data, train_data, write_json
-from torch import nn
+from common import accuracy_on, parse_args, prune_and_retrain, reference, test_data, train_data, write_json
 
 from deepcompress.prune import (
-    PruneConfig,
-    iterative_prune_,
-    keep_pruned_zero,
     sparsity_report,
 )
 from deepcompress.quantize import QuantizeConfig, quantize_
@@ -40,13 +36,7 @@ def main() -> None:
     train = train_data("mnist", args.tiny)
     accuracy = accuracy_on(test_data("mnist", args.tiny))
 
-    def retrain(model: nn.Module, round_index: int) -> None:
-        fit(model, train, TrainConfig(epochs=epochs, seed=round_index), lr=RETRAIN_LR,
-            on_optimizer=lambda opt: keep_pruned_zero(opt, model), progress=False)
-
-    pruned = reference("lenet300")
-    iterative_prune_(pruned, PruneConfig(method="sparsity", sparsity=SPARSITY, rounds=rounds, epochs_per_round=epochs),
-                     retrain=retrain, progress=False)
+    pruned = prune_and_retrain(reference("lenet300"), SPARSITY, train, rounds, epochs, RETRAIN_LR)
     result = {
         "pruned_accuracy": accuracy(pruned), "sparsity": sparsity_report(pruned), "prune_rounds": rounds,
         "epochs_per_round": epochs, "finetune_epochs": 1, "bits": list(bits_range),
