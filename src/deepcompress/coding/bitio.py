@@ -60,3 +60,12 @@ def unpack_bits(data: bytes | memoryview, count: int, width: int) -> np.ndarray:
         bits = np.unpackbits(raw[j * step : j * step + packed_size(n, width)], count=n * width)
         out[i : i + n] = bits.reshape(n, width).astype(np.int64) @ weights
     return out
+
+
+def empty_stream(blob: bytes | memoryview, count: int) -> np.ndarray | None:
+    """The decoded empty stream when ``count`` is 0 (every coder writes it as zero bytes), else ``None``."""
+    if count != 0:
+        return None
+    if len(blob):
+        raise ValueError(f"expected an empty blob for an empty stream, got {len(blob)} bytes")
+    return np.zeros(0, dtype=np.int32)

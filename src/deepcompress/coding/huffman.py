@@ -28,7 +28,7 @@ import struct
 import numpy as np
 
 from deepcompress.coding._jit import HAVE_NUMBA, maybe_jit
-from deepcompress.coding.bitio import pack_bits, packed_size, unpack_bits
+from deepcompress.coding.bitio import empty_stream, pack_bits, packed_size, unpack_bits
 
 MAX_CODE_LEN = 24
 """Longest code: a 63-bit decode buffer refilled to >= 56 bits always holds a whole code, and
@@ -267,10 +267,9 @@ def decode(blob: bytes | memoryview, count: int, *, accelerate: bool = True) -> 
 
     ``accelerate=False`` runs the pure-Python decoder even when numba is installed.
     """
-    if count == 0:
-        if len(blob):
-            raise ValueError(f"expected an empty blob for an empty stream, got {len(blob)} bytes")
-        return np.zeros(0, dtype=np.int32)
+    empty = empty_stream(blob, count)
+    if empty is not None:
+        return empty
     if len(blob) < _TABLE_HEAD.size:
         raise ValueError(f"expected a {_TABLE_HEAD.size}-byte code table header, got {len(blob)} bytes")
     alphabet_m1, width = _TABLE_HEAD.unpack_from(blob, 0)

@@ -31,7 +31,7 @@ import struct
 import numpy as np
 
 from deepcompress.coding._jit import maybe_jit
-from deepcompress.coding.bitio import pack_bits, packed_size, unpack_bits
+from deepcompress.coding.bitio import empty_stream, pack_bits, packed_size, unpack_bits
 
 MAX_PRECISION = 20
 """Largest ``P``: the decoder's slot table has ``2**P`` entries (2 MiB of uint16 at 20)."""
@@ -171,10 +171,9 @@ def decode(blob: bytes | memoryview, count: int, *, accelerate: bool = True) -> 
 
     ``accelerate=False`` runs the pure-Python decoder even when numba is installed.
     """
-    if count == 0:
-        if len(blob):
-            raise ValueError(f"expected an empty blob for an empty stream, got {len(blob)} bytes")
-        return np.zeros(0, dtype=np.int32)
+    empty = empty_stream(blob, count)
+    if empty is not None:
+        return empty
     if len(blob) < _HEAD.size:
         raise ValueError(f"expected a {_HEAD.size}-byte rANS table header, got {len(blob)} bytes")
     precision, alphabet_m1 = _HEAD.unpack_from(blob, 0)

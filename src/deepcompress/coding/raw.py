@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deepcompress.coding.bitio import pack_bits, packed_size, unpack_bits
+from deepcompress.coding.bitio import empty_stream, pack_bits, packed_size, unpack_bits
 
 MAX_WIDTH = 16
 
@@ -39,10 +39,9 @@ def decode(blob: bytes | memoryview, count: int, *, accelerate: bool = True) -> 
 
     ``accelerate`` is accepted for symmetry with the other coders; numpy does all the work here.
     """
-    if count == 0:
-        if len(blob):
-            raise ValueError(f"expected an empty blob for an empty stream, got {len(blob)} bytes")
-        return np.zeros(0, dtype=np.int32)
+    empty = empty_stream(blob, count)
+    if empty is not None:
+        return empty
     if len(blob) < 1:
         raise ValueError("expected a 1-byte symbol width, got an empty blob")
     width = blob[0]
