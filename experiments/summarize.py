@@ -57,6 +57,19 @@ def table1() -> list[str]:
     return lines
 
 
+def bits_table(label: str, bits: list[int], rows: dict[str, list[str]]) -> list[str]:
+    """A Markdown table with one column per bit width and one row per entry of ``rows`` (cells formatted)."""
+    return [
+        f"| {label} | " + " | ".join(f"{b} bits" for b in bits) + " |",
+        "|---|" + "---|" * len(bits),
+        *(f"| {key} | " + " | ".join(cells) + " |" for key, cells in rows.items()),
+    ]
+
+
+def pct_cells(values: list[float]) -> list[str]:
+    return [f"{100 * v:.2f}" for v in values]
+
+
 def figures() -> list[str]:
     lines = ["", "## Figures", ""]
     tradeoff = load("tradeoff_lenet300.json")
@@ -83,11 +96,8 @@ def figures() -> list[str]:
         "",
         f"`python experiments/fig_bits.py` ({bits['wall_seconds']:.0f} s) -> `experiments/results/bits_lenet5.png`. Accuracy (%):",
         "",
-        "| layers quantized | " + " | ".join(f"{b} bits" for b in bits["bits"]) + " |",
-        "|---|" + "---|" * len(bits["bits"]),
+        *bits_table("layers quantized", bits["bits"], {k: pct_cells(v) for k, v in bits["accuracy"].items()}),
     ]
-    for key, values in bits["accuracy"].items():
-        lines.append(f"| {key} | " + " | ".join(f"{100 * v:.2f}" for v in values) + " |")
     retrained = load("bits_lenet5_retrained.json")
     kept = ", ".join(f"{row['layer']} {row['kept_pct']:.0f}%" for row in retrained["sparsity"] if row["layer"] != "total")
     lines += [
@@ -97,11 +107,8 @@ def figures() -> list[str]:
         f"quantization): `python experiments/fig_bits_retrained.py` ({retrained['wall_seconds']:.0f} s) -> "
         "`experiments/results/bits_lenet5_retrained.png`. Accuracy (%):"),
         "",
-        "| layers quantized | " + " | ".join(f"{b} bits" for b in retrained["bits"]) + " |",
-        "|---|" + "---|" * len(retrained["bits"]),
+        *bits_table("layers quantized", retrained["bits"], {k: pct_cells(v) for k, v in retrained["accuracy"].items()}),
     ]
-    for key, values in retrained["accuracy"].items():
-        lines.append(f"| {key} | " + " | ".join(f"{100 * v:.2f}" for v in values) + " |")
     init = load("init_vs_bits_lenet300.json")
     lines += [
         "",
@@ -110,11 +117,8 @@ def figures() -> list[str]:
         (f"`python experiments/fig_init.py` ({init['wall_seconds']:.0f} s) -> `experiments/results/init_vs_bits_lenet300.png`. "
         f"Pruned, unquantized: {100 * init['pruned_accuracy']:.2f}%. Accuracy (%):"),
         "",
-        "| init | " + " | ".join(f"{b} bits" for b in init["bits"]) + " |",
-        "|---|" + "---|" * len(init["bits"]),
+        *bits_table("init", init["bits"], {k: pct_cells(v) for k, v in init["accuracy"].items()}),
     ]
-    for name, values in init["accuracy"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * v:.2f}" for v in values) + " |")
     retrained = load("init_vs_bits_lenet300_retrained.json")
     kept = ", ".join(f"{row['layer']} {row['kept_pct']:.0f}%" for row in retrained["sparsity"] if row["layer"] != "total")
     lines += [
@@ -125,12 +129,11 @@ def figures() -> list[str]:
         "`experiments/results/init_vs_bits_lenet300_retrained.png`. Accuracy (%) right after k-means / after one "
         "epoch of centroid fine-tuning:"),
         "",
-        "| init | " + " | ".join(f"{b} bits" for b in retrained["bits"]) + " |",
-        "|---|" + "---|" * len(retrained["bits"]),
+        *bits_table("init", retrained["bits"], {
+            name: [f"{100 * a:.2f} / {100 * b:.2f}" for a, b in zip(values, retrained["accuracy_finetuned"][name])]
+            for name, values in retrained["accuracy_kmeans"].items()
+        }),
     ]
-    for name, values in retrained["accuracy_kmeans"].items():
-        tuned = retrained["accuracy_finetuned"][name]
-        lines.append(f"| {name} | " + " | ".join(f"{100 * a:.2f} / {100 * b:.2f}" for a, b in zip(values, tuned)) + " |")
     dist = load("distributions_lenet300_fc2.json")
     sens = load("sensitivity_mnist.json")
     lines += [
