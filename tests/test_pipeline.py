@@ -143,3 +143,54 @@ def test_killed_run_resumes_and_writes_the_same_file(workdir: Path, idx_dir: Pat
     assert "resuming from" in resumed.stdout + resumed.stderr
     assert out.read_bytes() == reference.read_bytes()
     assert not state_dir_for(out).exists()
+
+
+AUTO_CONFIG = """
+model = "lenet300"
+dataset = "mnist"
+checkpoint = "ref.safetensors"
+train_limit = 700
+test_limit = 300
+validation_images = {validation}
+
+[train]
+epochs = 1
+lr = 0.05
+batch_size = 64
+
+[prune]
+method = "auto"
+budget = 0.05
+rounds = 2
+epochs_per_round = 1
+
+[quantize]
+bits = "auto"
+min_bits = 2
+max_bits = 5
+budget = 0.02
+epochs = 1
+"""
+
+
+def test_automatic_sparsity_and_bits_are_chosen_on_held_out_training_images(workdir: Path, idx_dir: Path) -> None:
+    path = workdir / "auto.toml"
+    path.write_text(AUTO_CONFIG.format(validation=200))
+    out = workdir / "auto.dcz"
+    result = compress(load_config(path), out, data_dir=str(idx_dir), progress=False, log=lambda _: None)
+    stages = {s.stage: s for s in result.stages}
+    rounds = stages["prune"].details["rounds"]
+    assert len(rounds) == 2 and all(set(r["target"]) == {"fc1", "fc2", "fc3"} for r in rounds)
+    assert all(rounds[1]["target"][n] >= rounds[0]["target"][n] for n in ("fc1", "fc2", "fc3"))
+    chosen = stages["quantize"].details["bits"]
+    assert set(chosen) == {"fc1", "fc2", "fc3"} and all(2 <= b <= 5 for b in chosen.values())
+    assert stages["quantize"].details["bits_scan"]["bits"] == [2, 3, 4, 5]
+    compressed = load_compressed(out)
+    assert {layer.name: layer.weight_bits for layer in compressed.layers} == chosen
+    for layer in compressed.layers:
+        kept = layer.nnz / layer.numel
+        assert kept == pytest.approx(1 - rounds[-1]["target"][layer.name], abs=1 / layer.numel)
+
+    path.write_text(AUTO_CONFIG.format(validation=700))
+    with pytest.raises(ConfigError, match="validation_images: 700 held out .* leaves no training images out of 700"):
+        compress(load_config(path), workdir / "auto2.dcz", data_dir=str(idx_dir), progress=False, log=lambda _: None)

@@ -54,7 +54,7 @@ def test_quality_ramps_linearly() -> None:
         ({"quality": float("inf")}, "prune.quality: expected a finite number >= 0, got inf"),
         ({"quality": True}, "prune.quality: expected a finite number >= 0, got True"),
         ({"quality": {}}, "prune.quality: expected a number or a non-empty mapping of layer patterns, got {}"),
-        ({"method": "l1"}, "prune.method: expected one of ['std', 'sparsity', 'global'], got 'l1'"),
+        ({"method": "l1"}, "prune.method: expected one of ['std', 'sparsity', 'global', 'auto'], got 'l1'"),
         ({"bias": "prune"}, "prune.bias: expected one of ['keep'], got 'prune'"),
         ({"types": ("linear", "lstm")}, "prune.types: expected a non-empty subset of ['conv2d', 'linear'], got ['linear', 'lstm']"),
         ({"patterns": "fc*"}, "prune.patterns: expected a non-empty sequence of layer-name patterns or None (all layers), got 'fc*'"),
@@ -81,5 +81,6 @@ def test_from_dict_names_unknown_keys() -> None:
         PruneConfig.from_dict({"sparsity": 0.5, "bogus": 1, "alpha": 2})
     assert str(info.value) == (
         "prune: unknown keys ['alpha', 'bogus']; allowed keys are ['method', 'quality', 'sparsity', 'types', "
-        "'patterns', 'bias', 'rounds', 'epochs_per_round', 'lr_factor', 'weight_decay', 'adjust_dropout']"
+        "'patterns', 'bias', 'rounds', 'epochs_per_round', 'lr_factor', 'weight_decay', 'adjust_dropout', "
+        "'ramp', 'budget', 'max_sparsity']"
     )

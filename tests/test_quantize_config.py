@@ -25,10 +25,15 @@ def test_from_dict_rejects_unknown_keys() -> None:
         QuantizeConfig.from_dict({"bitz": 4})
 
 
-@pytest.mark.parametrize("bits", [0, 17, -1, 2.5, True, "8"])
+@pytest.mark.parametrize("bits", [0, 17, -1, 2.5, True])
 def test_bits_outside_1_to_16_are_rejected(bits: object) -> None:
     with pytest.raises(ConfigError, match=f"expected bits to be an integer in 1..16, got {bits!r}"):
         QuantizeConfig(bits=bits)  # type: ignore[arg-type]
+
+
+def test_bits_given_as_another_string_than_auto_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="expected bits to be an int, a pattern mapping or 'auto', got '8'"):
+        QuantizeConfig(bits="8")
 
 
 def test_bits_mapping_names_the_bad_entry() -> None:

@@ -1,7 +1,9 @@
 """The whole pipeline's configuration, as read from a TOML file, mirroring the Python API.
 
 A config file has top-level ``model``, ``dataset``, ``checkpoint``, ``seed`` (and optionally ``device``,
-and ``train_limit`` / ``test_limit`` to use only the first images of each split, for quick runs)
+and ``train_limit`` / ``test_limit`` to use only the first images of each split, for quick runs;
+``validation_images``, the training images held out for automatic choices, ``prune.method = "auto"``
+and ``quantize.bits = "auto"``)
 and one table per stage: ``[train]`` (the original training hyper-parameters; retraining derives from
 them), ``[prune]``, ``[quantize]`` and ``[encode]``. A stage table may be left out: without ``[prune]``
 nothing is pruned, without ``[quantize]`` nothing is quantized (then the file cannot be written, since
@@ -87,6 +89,7 @@ class PipelineConfig:
     device: str | None = None
     train_limit: int | None = None
     test_limit: int | None = None
+    validation_images: int = 5000
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig | None = None
     quantize: QuantizeConfig | None = None
@@ -100,6 +103,9 @@ class PipelineConfig:
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{key}: expected a positive integer (images used, for quick runs), got {value!r}")
+        held = self.validation_images
+        if isinstance(held, bool) or not isinstance(held, int) or held < 1:
+            raise ConfigError(f"validation_images: expected a positive integer (training images held out), got {held!r}")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "checkpoint": self.checkpoint, "dataset": self.dataset, "seed": self.seed}
@@ -108,6 +114,7 @@ class PipelineConfig:
         for key in ("train_limit", "test_limit"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        out["validation_images"] = self.validation_images
         out["train"] = self.train.to_dict()
         if self.prune is not None:
             out["prune"] = self.prune.to_dict()
@@ -135,6 +142,7 @@ class PipelineConfig:
             device=data.get("device") or None,
             train_limit=data.get("train_limit"),
             test_limit=data.get("test_limit"),
+            validation_images=data.get("validation_images", 5000),
             train=TrainConfig.from_dict(data.get("train", {})),
             prune=PruneConfig.from_dict(data["prune"]) if "prune" in data else None,
             quantize=QuantizeConfig.from_dict(data["quantize"]) if "quantize" in data else None,

@@ -26,8 +26,23 @@ from deepcompress.decode import to_dense_module
 from deepcompress.errors import ConfigError
 from deepcompress.format import load_compressed, save
 from deepcompress.format.inspect import inspect_file
-from deepcompress.prune import iterative_prune_, keep_pruned_zero, set_masks_, sparsity_report
-from deepcompress.quantize import codebook_of, export_compressed, quantization_report, quantize_, quantized_layers
+from deepcompress.prune import (
+    PruneMethod,
+    SensitivityPlanner,
+    iterative_prune_,
+    keep_pruned_zero,
+    set_masks_,
+    sparsity_report,
+)
+from deepcompress.quantize import (
+    choose_bits,
+    codebook_of,
+    export_compressed,
+    quantization_report,
+    quantize_,
+    quantized_layers,
+)
+from deepcompress.quantize.config import AUTO
 from deepcompress.resume import RunState
 from deepcompress.train import evaluate, fit
 
@@ -84,11 +99,15 @@ def compress(
     model, _ = load_checkpoint(cfg.checkpoint, expect_model=cfg.model)
     train = load_split(cfg.dataset, "train", data_dir).tensors(cfg.train_limit)
     test = load_split(cfg.dataset, "test", data_dir).tensors(cfg.test_limit)
+    train, validation = split_validation(train, cfg)
     device = cfg.device
     stages = [StageResult(**s) for s in state.get("stages", [])]
 
     def accuracy(m: nn.Module) -> float:
         return evaluate(m, test, device=device)["accuracy"]
+
+    def validation_accuracy(m: nn.Module) -> float:
+        return evaluate(m, validation, device=device)["accuracy"]
 
     def record(stage: str, start: float, **details: Any) -> None:
         stages.append(StageResult(stage, accuracy(model), time.perf_counter() - start, details))
@@ -129,8 +148,9 @@ def compress(
             full = progress_so_far.get("history", []) + history
             state.update(model, prune={"rounds_done": done, "history": full})
 
+        plan = SensitivityPlanner(prune_cfg, validation_accuracy) if prune_cfg.method is PruneMethod.AUTO else None
         history = iterative_prune_(model, prune_cfg, retrain=retrain, evaluate=accuracy, progress=progress,
-                                   start_round=rounds_done, start_pruned=in_round, on_round_end=round_end)
+                                   start_round=rounds_done, start_pruned=in_round, on_round_end=round_end, plan=plan)
         record("prune", start, rounds=progress_so_far.get("history", []) + history, sparsity=sparsity_report(model))
         state.update(model, weights_name="pruned")
     elif cfg.prune is not None:
@@ -138,9 +158,17 @@ def compress(
 
     qcfg = cfg.quantize
     start = time.perf_counter()
+    chosen: dict[str, Any] = {}
+    if qcfg.bits == AUTO:
+        if state.get("auto_bits") is None:
+            qcfg, scan = choose_bits(model, qcfg, validation_accuracy, progress=progress)
+            state.update(auto_bits=dict(qcfg.bits), bits_scan=scan)
+        qcfg = replace(qcfg, bits=state.get("auto_bits"))
+        chosen = {"bits": state.get("auto_bits"), "bits_scan": state.get("bits_scan")}
+        log(f"[quantize] bits chosen on the validation images: {state.get('auto_bits')}")
     quantize_(model, qcfg)
     if not done("quantize"):
-        record("quantize", start, layers=quantization_report(model))
+        record("quantize", start, layers=quantization_report(model), **chosen)
     if qcfg.epochs > 0:
         if "finetune" in state.progress:
             model.load_state_dict(state.weights())
@@ -156,6 +184,31 @@ def compress(
         f"test accuracy {100 * file_accuracy:.2f}% (error {100 * (1 - file_accuracy):.2f}%)")
     state.finish()
     return PipelineResult(stages, report, cfg.to_dict())
+
+
+def uses_validation(cfg: PipelineConfig) -> bool:
+    """Whether a stage chooses settings automatically and so needs validation images."""
+    auto_prune = cfg.prune is not None and cfg.prune.method is PruneMethod.AUTO
+    return auto_prune or (cfg.quantize is not None and cfg.quantize.bits == AUTO)
+
+
+def split_validation(
+    train: tuple[torch.Tensor, torch.Tensor], cfg: PipelineConfig
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``(retraining, validation)`` images: the last ``cfg.validation_images`` training images are held
+    out of retraining when automatic choices need them, so the test set never steers a choice. (The
+    reference model was trained on them, so they are not fully unseen; the scans use accuracy
+    *differences*, which this bias affects little.) Without automatic choices nothing is held out."""
+    if not uses_validation(cfg):
+        return train, (train[0][:0], train[1][:0])
+    images, labels = train
+    held = cfg.validation_images
+    if held >= len(images):
+        raise ConfigError(
+            f"validation_images: {held} held out for automatic choices leaves no training images out of "
+            f"{len(images)}; lower validation_images (or raise train_limit)"
+        )
+    return (images[:-held], labels[:-held]), (images[-held:], labels[-held:])
 
 
 def write_verified(

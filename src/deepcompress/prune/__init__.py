@@ -11,15 +11,19 @@ from deepcompress.prune.apply import (
     set_masks_,
     sparsity_report,
 )
-from deepcompress.prune.config import BiasPolicy, PruneConfig, PruneMethod
+from deepcompress.prune.auto import AUTO_FRACTIONS, SensitivityPlanner, plan_sparsity
+from deepcompress.prune.config import BiasPolicy, PruneConfig, PruneMethod, PruneRamp
 from deepcompress.prune.masks import global_masks, sparsity_mask, std_mask
 from deepcompress.prune.schedule import iterative_prune_
 from deepcompress.prune.sensitivity import format_sensitivity, plot_sensitivity, sensitivity_scan
 
 __all__ = [
+    "AUTO_FRACTIONS",
     "BiasPolicy",
     "PruneConfig",
     "PruneMethod",
+    "PruneRamp",
+    "SensitivityPlanner",
     "adjust_dropout_",
     "format_sensitivity",
     "get_masks",
@@ -27,6 +31,7 @@ __all__ = [
     "iterative_prune_",
     "keep_pruned_zero",
     "mask_gradients_",
+    "plan_sparsity",
     "plot_sensitivity",
     "prune_",
     "sensitivity_scan",

@@ -11,7 +11,13 @@
   - ``"sparsity"``: exactly ``round(sparsity * n)`` weights of each layer are pruned, the smallest
     magnitudes first;
   - ``"global"``: one magnitude threshold across all selected layers, pruning exactly
-    ``round(sparsity * N)`` of their ``N`` weights together.
+    ``round(sparsity * N)`` of their ``N`` weights together;
+  - ``"auto"``: no per-layer numbers; at the start of every round each layer's sparsity is chosen
+    from a sensitivity scan of the current model on a validation set, spending at most ``budget``
+    (the summed accuracy drop of the layers pruned one at a time, before retraining) where it removes
+    the most weights, up to ``max_sparsity`` (see :mod:`deepcompress.prune.auto`). It needs the
+    validation accuracy, so it runs through :func:`iterative_prune_` with a ``plan`` (the pipeline
+    builds one).
 
 * ``bias`` -- ``"keep"``: biases are never pruned, as in the paper (its tables count weights only).
   This is the only policy; it is explicit so that configs say so.
@@ -24,6 +30,11 @@ its final value at the last round. In round ``r`` (0-based) of ``R``:
   of the accuracy loss, to the last round: 90% -> 30/60/90% prunes 57% of the survivors at the end);
 * a quality ``q`` is used as ``q * (r + 1) / R``: for bell-shaped weights the kept fraction then
   falls by a roughly constant factor per round as well.
+
+That is ``ramp = "geometric"``. ``ramp = "cubic"`` is the gradual schedule of Zhu & Gupta (2017, "To
+prune, or not to prune"): the target is ``final * (1 - (1 - (r + 1) / R) ** 3)``, pruning much in the
+first rounds, while the network is most redundant, and little in the last ones, which then act as
+fine-tuning at nearly the final sparsity. It pays with many short rounds (e.g. 12 rounds of 2 epochs).
 
 Masks only ever shrink across rounds.
 
@@ -54,6 +65,14 @@ class PruneMethod(Choice):
     STD = "std"
     SPARSITY = "sparsity"
     GLOBAL = "global"
+    AUTO = "auto"
+
+
+class PruneRamp(Choice):
+    """How a round's target approaches the final one (see the module docstring)."""
+
+    GEOMETRIC = "geometric"
+    CUBIC = "cubic"
 
 
 class BiasPolicy(Choice):
@@ -87,18 +106,22 @@ def _check_target(value: object, what: str, *, upper: float | None) -> Target:
     return _check_number(value, what, upper=upper)
 
 
-def _ramp_one(final: float, progress: float, is_sparsity: bool) -> float:
+def _ramp_one(final: float, progress: float, is_sparsity: bool, kind: PruneRamp) -> float:
+    if kind is PruneRamp.CUBIC:
+        return final * (1.0 - (1.0 - progress) ** 3)
     if is_sparsity:
         return 1.0 - (1.0 - final) ** progress
     return final * progress
 
 
-def ramp(target: Target, round_index: int, rounds: int, *, is_sparsity: bool) -> Target:
+def ramp(
+    target: Target, round_index: int, rounds: int, *, is_sparsity: bool, kind: PruneRamp = PruneRamp.GEOMETRIC
+) -> Target:
     """The target of round ``round_index`` (0-based) of ``rounds`` (rules in the module docstring)."""
     progress = (round_index + 1) / rounds
     if isinstance(target, Mapping):
-        return MappingProxyType({p: _ramp_one(v, progress, is_sparsity) for p, v in target.items()})
-    return _ramp_one(target, progress, is_sparsity)
+        return MappingProxyType({p: _ramp_one(v, progress, is_sparsity, kind) for p, v in target.items()})
+    return _ramp_one(target, progress, is_sparsity, kind)
 
 
 @dataclass(frozen=True)
@@ -116,10 +139,16 @@ class PruneConfig:
     lr_factor: float = 0.1
     weight_decay: float = 5e-4
     adjust_dropout: bool = True
+    ramp: PruneRamp = PruneRamp.GEOMETRIC
+    budget: float = 0.01
+    max_sparsity: float = 0.99
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "method", PruneMethod.parse(self.method, "prune.method"))
+        set_(self, "ramp", PruneRamp.parse(self.ramp, "prune.ramp"))
+        set_(self, "budget", _check_number(self.budget, "prune.budget", upper=1.0))
+        set_(self, "max_sparsity", _check_number(self.max_sparsity, "prune.max_sparsity", upper=1.0))
         set_(self, "bias", BiasPolicy.parse(self.bias, "prune.bias"))
         set_(self, "quality", _check_target(self.quality, "prune.quality", upper=None))
         set_(self, "sparsity", _check_target(self.sparsity, "prune.sparsity", upper=1.0))
@@ -154,12 +183,18 @@ class PruneConfig:
 
     def target(self, round_index: int | None = None) -> Target:
         """The quality (method ``"std"``) or sparsity of round ``round_index``; ``None``: the final one."""
+        if self.method is PruneMethod.AUTO:
+            raise ConfigError(
+                "prune.method 'auto' has no fixed target: each round's is planned from a sensitivity scan; "
+                "run it through deepcompress.prune.iterative_prune_(..., plan=SensitivityPlanner(cfg, evaluate)) "
+                "or the pipeline"
+            )
         final = self.quality if self.method is PruneMethod.STD else self.sparsity
         if round_index is None:
             return final
         if isinstance(round_index, bool) or not isinstance(round_index, int) or not 0 <= round_index < self.rounds:
             raise ConfigError(f"round_index: expected an integer in [0, {self.rounds}), got {round_index!r}")
-        return ramp(final, round_index, self.rounds, is_sparsity=self.method is not PruneMethod.STD)
+        return ramp(final, round_index, self.rounds, is_sparsity=self.method is not PruneMethod.STD, kind=self.ramp)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/TOML-ready data; :meth:`from_dict` reads it back."""

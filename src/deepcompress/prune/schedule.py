@@ -9,6 +9,7 @@ the model to a caller-supplied ``retrain`` callback; the training loop itself li
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Any, Callable
 
 import torch
@@ -16,7 +17,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from deepcompress.prune.apply import get_masks, prune_, sparsity_report
-from deepcompress.prune.config import PruneConfig
+from deepcompress.errors import ConfigError
+from deepcompress.prune.config import PruneConfig, PruneMethod, Target
 
 
 def _revived(model: nn.Module) -> int:
@@ -43,6 +45,7 @@ def iterative_prune_(
     start_round: int = 0,
     start_pruned: bool = False,
     on_round_end: Callable[[int, list[dict[str, Any]]], None] | None = None,
+    plan: Callable[[nn.Module, int], Target] | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``cfg.rounds`` rounds of :func:`prune_` then ``retrain(model, round_index)``; returns the history.
 
@@ -59,16 +62,32 @@ def iterative_prune_(
     are in ``model``); ``start_pruned`` says round ``start_round`` was already pruned and only its
     retraining is left (re-pruning would be wrong for the std rule, whose threshold moves with
     retraining). ``on_round_end(rounds_done, history)`` is called after each round, for checkpoints.
+
+    ``plan(model, round_index)``, required by method ``"auto"`` (e.g. a
+    :class:`~deepcompress.prune.auto.SensitivityPlanner`), returns the round's per-layer sparsity
+    targets from the model as it stands; they are applied exactly (method ``"sparsity"``).
     """
+    if (cfg.method is PruneMethod.AUTO) != (plan is not None):
+        raise ConfigError(
+            "iterative_prune_: method 'auto' needs a plan (e.g. SensitivityPlanner(cfg, evaluate)) and other "
+            f"methods take none; got method {cfg.method.value!r} with plan={plan!r}"
+        )
     history: list[dict[str, Any]] = []
     for round_index in tqdm(range(start_round, cfg.rounds), desc="prune rounds", disable=not progress):
         entry: dict[str, Any] = {"round": round_index + 1}
+        target: Target | None = None
         if not (start_pruned and round_index == start_round):
-            prune_(model, cfg, round_index)
+            if plan is not None:
+                target = plan(model, round_index)
+                prune_(model, replace(cfg, method=PruneMethod.SPARSITY, sparsity=target, rounds=1), 0)
+            else:
+                prune_(model, cfg, round_index)
             if evaluate is not None:
                 entry["accuracy_pruned"] = float(evaluate(model))
-        target = cfg.target(round_index)
-        entry["target"] = dict(target) if not isinstance(target, float) else target
+        if plan is None:
+            target = cfg.target(round_index)
+        if target is not None:
+            entry["target"] = dict(target) if not isinstance(target, float) else target
         retrain(model, round_index)
         revived = _revived(model)
         if revived:

@@ -7,6 +7,7 @@ from deepcompress.quantize.apply import (
     quantized_layers,
     strip_quantization_,
 )
+from deepcompress.quantize.auto import bits_scan, choose_bits, plan_bits
 from deepcompress.quantize.config import CentroidInit, GradReduction, QuantizeConfig
 from deepcompress.quantize.init import density_init, forgy_init, init_centroids, kmeanspp_init, linear_init
 from deepcompress.quantize.kmeans import KMeans1D
@@ -18,6 +19,8 @@ __all__ = [
     "KMeans1D",
     "QuantizeConfig",
     "SharedWeight",
+    "bits_scan",
+    "choose_bits",
     "codebook_of",
     "density_init",
     "export_compressed",
@@ -25,6 +28,7 @@ __all__ = [
     "init_centroids",
     "kmeanspp_init",
     "linear_init",
+    "plan_bits",
     "quantization_report",
     "quantize_",
     "quantized_layers",

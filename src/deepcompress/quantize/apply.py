@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 from deepcompress.compressed import CompressedLayer, CompressedModel
 from deepcompress.errors import ConfigError
 from deepcompress.layers import LAYER_TYPES, layer_kind, per_layer, select_layers
-from deepcompress.quantize.config import QuantizeConfig, check_bits
+from deepcompress.quantize.config import AUTO, QuantizeConfig, check_bits
 from deepcompress.quantize.kmeans import KMeans1D
 from deepcompress.quantize.shared import SharedWeight, codebook_of, install_shared_weight_, shared_weight_of
 
@@ -48,6 +48,11 @@ def quantize_(model: nn.Module, cfg: QuantizeConfig | None = None) -> nn.Module:
     codebook and stays all zero.
     """
     cfg = cfg or QuantizeConfig()
+    if cfg.bits == AUTO:
+        raise ConfigError(
+            "quantize_: bits 'auto' must first be resolved to per-layer widths with "
+            "deepcompress.quantize.choose_bits(model, cfg, evaluate) (the pipeline does this)"
+        )
     already = [name for name, _, _ in quantized_layers(model)]
     if already:
         raise ConfigError(f"layers {already} are already quantized; call strip_quantization_ first")

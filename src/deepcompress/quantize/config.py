@@ -4,6 +4,10 @@
 1-D k-means on its surviving weights (no sharing across layers). The paper uses 8 bits for conv and
 5 bits for fc layers (AlexNet, VGG-16) and shows that linear initialisation of the centroids works
 best (Fig. 4-5): both are expressible here, e.g. ``bits={"conv*": 8, "*": 5}``.
+
+``bits = "auto"`` chooses each layer's width from ``min_bits..max_bits`` by a scan of the layers
+quantized one at a time on a validation set, spending at most ``budget`` of summed accuracy drop
+(before fine-tuning) where the most bits are saved (see :mod:`deepcompress.quantize.auto`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from deepcompress.errors import ConfigError
 from deepcompress.layers import LAYER_TYPES
 
 MAX_BITS = 16
+AUTO = "auto"
 
 
 class CentroidInit(Choice):
@@ -50,8 +55,10 @@ class QuantizeConfig:
     """Weight-sharing settings, validated on construction.
 
     Attributes:
-        bits: weight bits per layer (1..16): one int, or a mapping from layer-name patterns to ints
-            (first match wins, see :func:`deepcompress.layers.per_layer`).
+        bits: weight bits per layer (1..16): one int, a mapping from layer-name patterns to ints
+            (first match wins, see :func:`deepcompress.layers.per_layer`), or ``"auto"``.
+        budget, min_bits, max_bits: with ``bits="auto"``, the accuracy drop the choice may spend and
+            the widths it may choose from.
         init: centroid initialisation; ``linear`` (the paper's best) by default.
         max_iter: most Lloyd iterations per layer (>= 1).
         tol: stop early when the squared centroid shift summed over clusters is at most
@@ -64,7 +71,7 @@ class QuantizeConfig:
         lr: fine-tuning learning rate.
     """
 
-    bits: int | Mapping[str, int] = 5
+    bits: int | Mapping[str, int] | str = 5
     init: CentroidInit = CentroidInit.LINEAR
     max_iter: int = 300
     tol: float = 0.0
@@ -74,9 +81,20 @@ class QuantizeConfig:
     seed: int = 0
     epochs: int = 1
     lr: float = 1e-3
+    budget: float = 0.005
+    min_bits: int = 2
+    max_bits: int = 8
 
     def __post_init__(self) -> None:
-        if isinstance(self.bits, Mapping):
+        check_bits(self.min_bits, "min_bits")
+        check_bits(self.max_bits, "max_bits")
+        if self.min_bits > self.max_bits:
+            raise ConfigError(f"expected min_bits <= max_bits, got {self.min_bits} > {self.max_bits}")
+        _check_float(self.budget, "budget", minimum=0.0)
+        if isinstance(self.bits, str):
+            if self.bits != AUTO:
+                raise ConfigError(f"expected bits to be an int, a pattern mapping or 'auto', got {self.bits!r}")
+        elif isinstance(self.bits, Mapping):
             if not self.bits:
                 raise ConfigError("expected bits to be an int or a non-empty pattern mapping, got {}")
             for pattern, b in self.bits.items():

@@ -1,0 +1,128 @@
+"""Automatic choices: cubic ramps, per-round sparsity plans and per-layer bit widths from sensitivity scans."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from deepcompress.errors import ConfigError
+from deepcompress.prune import (
+    PruneConfig,
+    SensitivityPlanner,
+    get_masks,
+    iterative_prune_,
+    plan_sparsity,
+    prune_,
+)
+from deepcompress.quantize import QuantizeConfig, bits_scan, choose_bits, plan_bits, quantization_report, quantize_
+
+G = torch.Generator().manual_seed(5)
+X = torch.randn(512, 8, generator=G)
+
+
+def two_layer_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 4))
+
+
+NET = two_layer_net()
+with torch.no_grad():
+    TARGET = NET(X).argmax(1)
+
+
+def agreement(m: nn.Module) -> float:
+    """Share of inputs where ``m`` predicts what the unpruned network predicts (an accuracy in [0, 1])."""
+    with torch.no_grad():
+        return float((m(X).argmax(1) == TARGET).float().mean())
+
+
+def test_cubic_ramp_prunes_most_in_the_first_rounds() -> None:
+    cfg = PruneConfig(method="sparsity", sparsity=0.96, rounds=4, ramp="cubic")
+    targets = [cfg.target(r) for r in range(4)]
+    assert targets == pytest.approx([0.96 * (1 - (1 - p) ** 3) for p in (0.25, 0.5, 0.75, 1.0)])
+    steps = [b - a for a, b in zip([0.0] + targets, targets)]
+    assert steps == sorted(steps, reverse=True) and targets[-1] == pytest.approx(0.96)
+    assert PruneConfig(quality=2.0, rounds=2, ramp="cubic").target(0) == pytest.approx(2.0 * (1 - 0.5**3))
+    with pytest.raises(ConfigError, match=r"prune.ramp: expected one of \['geometric', 'cubic'\], got 'linear'"):
+        PruneConfig(ramp="linear")
+
+
+def test_auto_method_needs_a_plan_and_has_no_fixed_target() -> None:
+    cfg = PruneConfig(method="auto", rounds=2)
+    with pytest.raises(ConfigError, match="no fixed target"):
+        cfg.target(0)
+    with pytest.raises(ConfigError, match="no fixed target"):
+        prune_(two_layer_net(), cfg)
+    with pytest.raises(ConfigError, match="method 'auto' needs a plan"):
+        iterative_prune_(two_layer_net(), cfg, lambda m, r: None, progress=False)
+    with pytest.raises(ConfigError, match="prune.budget: expected a number in \\[0, 1\\)"):
+        PruneConfig(method="auto", budget=1.5)
+
+
+def test_plan_spends_the_budget_on_the_tolerant_layer() -> None:
+    scan = {
+        "fractions": [0.0, 0.5, 0.9, 0.95],
+        "baseline": 0.99,
+        "layers": {
+            "tolerant": {"kind": "linear", "accuracy": [0.99, 0.99, 0.985, 0.97]},
+            "sensitive": {"kind": "linear", "accuracy": [0.99, 0.90, 0.50, 0.20]},
+        },
+    }
+    sizes = {"tolerant": 10_000, "sensitive": 10_000}
+    plan = plan_sparsity(scan, sizes, {"tolerant": 0.0, "sensitive": 0.0}, budget=0.01)
+    assert plan == {"tolerant": 0.9, "sensitive": 0.0}
+    # a second round starts from what is already pruned: only fractions above it are options
+    assert plan_sparsity(scan, sizes, {"tolerant": 0.9, "sensitive": 0.0}, budget=0.12) == {"tolerant": 0.95, "sensitive": 0.5}
+
+
+def test_planner_prunes_gradually_and_masks_only_shrink() -> None:
+    net = two_layer_net()
+    cfg = PruneConfig(method="auto", rounds=3, budget=0.15)
+    planner = SensitivityPlanner(cfg, agreement)
+    snapshots: list[dict[str, torch.Tensor]] = []
+    history = iterative_prune_(
+        net, cfg, lambda m, r: snapshots.append({n: k.clone() for n, k in get_masks(m).items()}),
+        evaluate=agreement, progress=False, plan=planner,
+    )
+    assert len(planner.scans) == 3 and [h["round"] for h in history] == [1, 2, 3]
+    for before, after in zip(snapshots, snapshots[1:]):
+        for name in before:
+            assert not bool((after[name] & ~before[name]).any())
+    for entry in history:  # the planned target is applied exactly
+        for row in entry["layers"]:
+            assert row["kept"] == row["numel"] - round(entry["target"][row["layer"]] * row["numel"])
+    assert history[-1]["kept"] < history[0]["numel"]  # something was pruned
+
+
+def test_bits_scan_restores_the_model_and_plan_narrows_the_cheap_layer() -> None:
+    net = two_layer_net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    cfg = QuantizeConfig(bits="auto", min_bits=1, max_bits=4, budget=0.02)
+    scan = bits_scan(net, agreement, cfg)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert scan["bits"] == [1, 2, 3, 4] and set(scan["layers"]) == {"0", "2"}
+    assert scan["layers"]["0"]["nnz"] == 8 * 64 and all(0 <= a <= 1 for a in scan["layers"]["0"]["accuracy"])
+    synthetic = {
+        "bits": [2, 3, 4],
+        "baseline": 1.0,
+        "layers": {"wide": {"nnz": 1000, "accuracy": [0.999, 1.0, 1.0]}, "touchy": {"nnz": 1000, "accuracy": [0.5, 0.9, 1.0]}},
+    }
+    assert plan_bits(synthetic, budget=0.001) == {"wide": 2, "touchy": 4}
+    assert plan_bits(synthetic, budget=0.0) == {"wide": 3, "touchy": 4}
+
+
+def test_choose_bits_resolves_auto_for_quantize() -> None:
+    net = two_layer_net()
+    cfg = QuantizeConfig(bits="auto", min_bits=2, max_bits=5, budget=0.01)
+    with pytest.raises(ConfigError, match="bits 'auto' must first be resolved"):
+        quantize_(two_layer_net(), cfg)
+    resolved, scan = choose_bits(net, cfg, agreement)
+    assert set(resolved.bits) == {"0", "2"} and all(2 <= b <= 5 for b in resolved.bits.values())
+    quantize_(net, resolved)
+    report = {row["layer"]: row for row in quantization_report(net)}
+    assert {name: report[name]["bits"] for name in resolved.bits} == dict(resolved.bits)
+    with pytest.raises(ConfigError, match="expected min_bits <= max_bits"):
+        QuantizeConfig(bits="auto", min_bits=5, max_bits=3)
+    with pytest.raises(ConfigError, match="'auto', got 'best'"):
+        QuantizeConfig(bits="best")
