@@ -78,14 +78,14 @@ def test_plan_spends_the_budget_on_the_tolerant_layer() -> None:
 
 def test_planner_prunes_gradually_and_masks_only_shrink() -> None:
     net = two_layer_net()
-    cfg = PruneConfig(method="auto", rounds=3, budget=0.15)
-    planner = SensitivityPlanner(cfg, agreement)
+    cfg = PruneConfig(method="auto", rounds=3, budget=0.15, tolerance=0.5)
+    planner = SensitivityPlanner(cfg, agreement, agreement(net))
     snapshots: list[dict[str, torch.Tensor]] = []
     history = iterative_prune_(
         net, cfg, lambda m, r: snapshots.append({n: k.clone() for n, k in get_masks(m).items()}),
         evaluate=agreement, progress=False, plan=planner,
     )
-    assert len(planner.scans) == 3 and [h["round"] for h in history] == [1, 2, 3]
+    assert sorted(planner.rounds) == [0, 1, 2] and [h["round"] for h in history] == [1, 2, 3]
     for before, after in zip(snapshots, snapshots[1:]):
         for name in before:
             assert not bool((after[name] & ~before[name]).any())
@@ -126,3 +126,16 @@ def test_choose_bits_resolves_auto_for_quantize() -> None:
         QuantizeConfig(bits="auto", min_bits=5, max_bits=3)
     with pytest.raises(ConfigError, match="'auto', got 'best'"):
         QuantizeConfig(bits="best")
+
+
+def test_tolerance_caps_each_round_budget_by_the_accuracy_left() -> None:
+    net = two_layer_net()
+    cfg = PruneConfig(method="auto", rounds=4, budget=0.3, tolerance=0.1)
+    planner = SensitivityPlanner(cfg, agreement, reference_accuracy=1.0)
+    iterative_prune_(net, cfg, lambda m, r: None, progress=False, plan=planner)  # no retraining: losses add up
+    budgets = [planner.rounds[r]["budget"] for r in range(4)]
+    for r, budget in enumerate(budgets):
+        assert budget == pytest.approx(max(0.0, min(0.3, planner.rounds[r]["validation_accuracy"] - 0.9)))
+    assert budgets[0] == pytest.approx(0.1) and budgets[-1] < 0.1
+    with pytest.raises(ConfigError, match="prune.tolerance"):
+        PruneConfig(method="auto", tolerance=-0.1)

@@ -82,5 +82,5 @@ def test_from_dict_names_unknown_keys() -> None:
     assert str(info.value) == (
         "prune: unknown keys ['alpha', 'bogus']; allowed keys are ['method', 'quality', 'sparsity', 'types', "
         "'patterns', 'bias', 'rounds', 'epochs_per_round', 'lr_factor', 'weight_decay', 'adjust_dropout', "
-        "'ramp', 'budget', 'max_sparsity']"
+        "'ramp', 'budget', 'tolerance', 'max_sparsity']"
     )

@@ -109,6 +109,9 @@ def compress(
     def validation_accuracy(m: nn.Module) -> float:
         return evaluate(m, validation, device=device)["accuracy"]
 
+    # the model is still the reference here (a resumed run restores its progress below)
+    reference_validation = validation_accuracy(model) if uses_validation(cfg) else None
+
     def record(stage: str, start: float, **details: Any) -> None:
         stages.append(StageResult(stage, accuracy(model), time.perf_counter() - start, details))
         log(f"[{stage}] test accuracy {100 * stages[-1].accuracy:.2f}% (error {100 * (1 - stages[-1].accuracy):.2f}%), {stages[-1].seconds:.0f} s")
@@ -144,11 +147,16 @@ def compress(
                         cfg.seed + round_index, prune_cfg.weight_decay, f"retrain round {round_index + 1}",
                         on_optimizer=lambda opt: keep_pruned_zero(opt, m))
 
+        plan = None
+        if prune_cfg.method is PruneMethod.AUTO:
+            plan = SensitivityPlanner(prune_cfg, validation_accuracy, reference_validation)
+
         def round_end(done: int, history: list[dict[str, Any]]) -> None:
+            if plan is not None and done - 1 in plan.rounds:
+                history[-1]["plan"] = plan.rounds[done - 1]
             full = progress_so_far.get("history", []) + history
             state.update(model, prune={"rounds_done": done, "history": full})
 
-        plan = SensitivityPlanner(prune_cfg, validation_accuracy) if prune_cfg.method is PruneMethod.AUTO else None
         history = iterative_prune_(model, prune_cfg, retrain=retrain, evaluate=accuracy, progress=progress,
                                    start_round=rounds_done, start_pruned=in_round, on_round_end=round_end, plan=plan)
         record("prune", start, rounds=progress_so_far.get("history", []) + history, sparsity=sparsity_report(model))

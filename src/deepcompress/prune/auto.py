@@ -8,6 +8,10 @@ spends the round's accuracy budget (``PruneConfig.budget``, the summed one-shot 
 removes the most weights (:func:`deepcompress.allocate.greedy_allocate`). Retraining then recovers the
 loss and the next round scans the retrained model, so tolerant layers keep being pruned while
 sensitive ones stop early, with no per-layer numbers in the config.
+
+The whole run is held to ``PruneConfig.tolerance``: the validation accuracy of the retrained model
+may fall at most that far below the reference's. Each round's budget is capped by what is left of
+it, and once it is spent the plan prunes nothing more (the remaining rounds only retrain).
 """
 
 from __future__ import annotations
@@ -57,23 +61,34 @@ class SensitivityPlanner:
     """The ``plan`` of :func:`iterative_prune_` for method ``"auto"``: one scan and allocation per round.
 
     Args:
-        cfg: the pruning settings (``budget``, ``types``, ``patterns``, ``max_sparsity``).
+        cfg: the pruning settings (``budget``, ``tolerance``, ``types``, ``patterns``, ``max_sparsity``).
         evaluate: accuracy in [0, 1] of a model on a validation set (keep the test set out of choices).
+        reference_accuracy: ``evaluate`` of the unpruned model; the run stays within ``cfg.tolerance`` of it.
         fractions: the sparsity grid scanned (fractions above ``cfg.max_sparsity`` are dropped).
+
+    ``rounds`` maps each planned round (0-based) to its validation accuracy before pruning, the
+    budget it was given and the per-layer targets.
     """
 
     def __init__(
-        self, cfg: PruneConfig, evaluate: Callable[[nn.Module], float], fractions: Sequence[float] = AUTO_FRACTIONS
+        self,
+        cfg: PruneConfig,
+        evaluate: Callable[[nn.Module], float],
+        reference_accuracy: float,
+        fractions: Sequence[float] = AUTO_FRACTIONS,
     ) -> None:
         self.cfg = cfg
         self.evaluate = evaluate
+        self.floor = float(reference_accuracy) - cfg.tolerance
         self.fractions = tuple(f for f in fractions if f <= cfg.max_sparsity)
-        self.scans: list[dict] = []
+        self.rounds: dict[int, dict[str, object]] = {}
 
     def __call__(self, model: nn.Module, round_index: int) -> dict[str, float]:
         layers = select_layers(model, self.cfg.types, self.cfg.patterns)
         scan = sensitivity_scan(model, self.evaluate, self.fractions, self.cfg.types, self.cfg.patterns, progress=False)
-        self.scans.append(scan)
         sizes = {name: module.weight.numel() for name, module in layers}
         current = {name: pruned_fraction(module) for name, module in layers}
-        return plan_sparsity(scan, sizes, current, self.cfg.budget)
+        budget = max(0.0, min(self.cfg.budget, scan["baseline"] - self.floor))
+        targets = plan_sparsity(scan, sizes, current, budget)
+        self.rounds[round_index] = {"validation_accuracy": scan["baseline"], "budget": budget, "targets": targets}
+        return targets

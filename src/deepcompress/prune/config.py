@@ -15,7 +15,8 @@
   - ``"auto"``: no per-layer numbers; at the start of every round each layer's sparsity is chosen
     from a sensitivity scan of the current model on a validation set, spending at most ``budget``
     (the summed accuracy drop of the layers pruned one at a time, before retraining) where it removes
-    the most weights, up to ``max_sparsity`` (see :mod:`deepcompress.prune.auto`). It needs the
+    the most weights, up to ``max_sparsity``, and pruning stops once the retrained model's validation
+    accuracy is ``tolerance`` below the reference's (see :mod:`deepcompress.prune.auto`). It needs the
     validation accuracy, so it runs through :func:`iterative_prune_` with a ``plan`` (the pipeline
     builds one).
 
@@ -141,6 +142,7 @@ class PruneConfig:
     adjust_dropout: bool = True
     ramp: PruneRamp = PruneRamp.GEOMETRIC
     budget: float = 0.01
+    tolerance: float = 0.005
     max_sparsity: float = 0.99
 
     def __post_init__(self) -> None:
@@ -148,6 +150,7 @@ class PruneConfig:
         set_(self, "method", PruneMethod.parse(self.method, "prune.method"))
         set_(self, "ramp", PruneRamp.parse(self.ramp, "prune.ramp"))
         set_(self, "budget", _check_number(self.budget, "prune.budget", upper=1.0))
+        set_(self, "tolerance", _check_number(self.tolerance, "prune.tolerance", upper=1.0))
         set_(self, "max_sparsity", _check_number(self.max_sparsity, "prune.max_sparsity", upper=1.0))
         set_(self, "bias", BiasPolicy.parse(self.bias, "prune.bias"))
         set_(self, "quality", _check_target(self.quality, "prune.quality", upper=None))

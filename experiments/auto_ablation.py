@@ -1,0 +1,175 @@
+"""Beyond the paper's schedule: what a gradual ramp, automatic sparsity and automatic bits each buy.
+
+Starting from one network's committed config (experiments/configs/<model>_<dataset>.toml), the
+pipeline is run in a ladder of variants, each a real ``compress`` run that writes a real file:
+
+1. ``paper``: the paper's per-layer densities (Tables 2-3) and weight bits, our geometric ramp;
+2. ``hand-tuned``: the committed config (per-layer sparsity and bits set by hand from the sensitivity
+   scans of fig_sensitivity.py);
+3. ``cubic``: the same targets reached by the gradual cubic ramp of Zhu & Gupta (2017), in 3x as many
+   shorter rounds (same epochs in total);
+4. ``auto-sparsity``: no per-layer numbers: every round's sparsity planned from a sensitivity scan on
+   held-out training images under a per-round accuracy budget, until the validation accuracy has
+   fallen by the tolerance (``prune.method = "auto"``), same epochs in total, hand-set bits;
+5. ``auto-sparsity-and-bits``: and each layer's bits chosen by a bits scan under an accuracy budget
+   (``quantize.bits = "auto"``).
+
+Each row reports file bytes, ratio and test error, and the change against the row before, against
+the paper's reference error. Resumable: a finished variant whose recorded config matches is reused,
+an interrupted one resumes inside the pipeline. Run: ``python experiments/auto_ablation.py --model lenet300``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from deepcompress.atomic import atomic_write_text  # noqa: E402
+from deepcompress.config import PipelineConfig, tomllib  # noqa: E402
+from deepcompress.pipeline import compress, write_report  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+# The paper's per-layer densities and weight bits (Tables 2-3; PAPER_FACTS.md) and reference errors.
+PAPER = {
+    "lenet300": {"sparsity": {"fc1": 0.92, "fc2": 0.91, "fc3": 0.74}, "bits": 6, "error": 0.0164},
+    "lenet5": {"sparsity": {"conv1": 0.34, "conv2": 0.88, "fc1": 0.92, "fc2": 0.81}, "bits": {"conv*": 8, "fc*": 5}, "error": 0.0080},
+}
+
+
+def variants(
+    base: dict[str, Any], model: str, prune_budget: float, tolerance: float, bits_budget: float
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """``{name: (what changed, config dict)}``, each built from the one before it."""
+    rounds, epochs = base["prune"]["rounds"], base["prune"]["epochs_per_round"]
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    paper = copy.deepcopy(base)
+    paper["prune"]["sparsity"] = PAPER[model]["sparsity"]
+    paper["quantize"]["bits"] = PAPER[model]["bits"]
+    out["paper"] = ("the paper's per-layer densities and bits", paper)
+    out["hand-tuned"] = ("per-layer sparsity and bits set by hand from sensitivity scans (the committed config)", copy.deepcopy(base))
+
+    cubic = copy.deepcopy(base)
+    cubic["prune"].update(ramp="cubic", rounds=3 * rounds, epochs_per_round=max(1, epochs // 3))
+    out["cubic"] = (f"gradual cubic ramp, {3 * rounds} rounds x {max(1, epochs // 3)} epochs", cubic)
+
+    auto = copy.deepcopy(cubic)
+    auto["prune"] = {k: v for k, v in auto["prune"].items() if k != "sparsity"}
+    auto["prune"].update(method="auto", budget=prune_budget, tolerance=tolerance, ramp="geometric")
+    out["auto-sparsity"] = (
+        f"sparsity planned every round from a sensitivity scan, budget {prune_budget:g} per round, "
+        f"tolerance {tolerance:g} overall", auto)
+
+    both = copy.deepcopy(auto)
+    both["quantize"].update(bits="auto", budget=bits_budget, min_bits=2, max_bits=8)
+    out["auto-sparsity-and-bits"] = (f"and bits per layer from a bits scan, budget {bits_budget:g}", both)
+    return out
+
+
+def run_variant(name: str, data: dict[str, Any], out_dir: Path, stem: str) -> dict[str, Any]:
+    """Compress one variant (or reuse its finished report when the config matches)."""
+    out = out_dir / f"{stem}_{name}.dcz"
+    cfg = PipelineConfig.from_dict(data, base_dir=ROOT / "configs")
+    report_path = out.with_suffix(".json")
+    if out.is_file() and report_path.is_file():
+        report = json.loads(report_path.read_text())
+        if report.get("config") == cfg.to_dict():
+            print(f"{name}: reusing {out.name}")
+            return report
+    started = time.perf_counter()
+    result = compress(cfg, out, progress=False, log=lambda line: print(f"{name}: {line}", flush=True))
+    write_report(result, out)
+    report = result.to_dict()
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    atomic_write_text(report_path, json.dumps(report, indent=2, default=float) + "\n")
+    return report
+
+
+def summarize(name: str, what: str, report: dict[str, Any]) -> dict[str, Any]:
+    stages = {s["stage"]: s for s in report["stages"]}
+    layers = report["report"]["layers"]
+    return {
+        "variant": name,
+        "change": what,
+        "file_bytes": report["report"]["file_bytes"],
+        "ratio": report["report"]["ratio"],
+        "error": stages["file"]["error"],
+        "reference_error": stages["reference"]["error"],
+        "kept_pct": {row["name"]: row["kept_pct"] for row in layers},
+        "bits": {row["name"]: row["weight_bits_pq"] for row in layers},
+        "wall_seconds": report.get("wall_seconds"),
+    }
+
+
+def plot(rows: list[dict[str, Any]], paper_error: float, title: str, path: Path) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    names = [r["variant"] for r in rows]
+    left.bar(names, [r["ratio"] for r in rows], color="tab:blue")
+    for i, r in enumerate(rows):
+        left.text(i, r["ratio"], f"{r['ratio']:.0f}x", ha="center", va="bottom")
+    left.set_ylabel("compression ratio (dense fp32 bytes / file bytes)")
+    right.bar(names, [100 * r["error"] for r in rows], color="tab:orange")
+    right.axhline(100 * paper_error, color="k", ls="--", label="paper's reference error")
+    right.axhline(100 * rows[0]["reference_error"], color="gray", ls=":", label="our dense reference")
+    right.set_ylabel("test error (%)")
+    right.legend()
+    for axes in (left, right):
+        axes.tick_params(axis="x", rotation=20)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(PAPER), default="lenet300")
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--prune-budget", type=float, default=0.01, help="accuracy drop per round the sparsity plan may spend")
+    parser.add_argument("--tolerance", type=float, default=0.005, help="validation accuracy the whole pruning run may lose")
+    parser.add_argument("--bits-budget", type=float, default=0.003, help="accuracy drop the bits choice may spend")
+    parser.add_argument("--only", nargs="*", help="run only these variants")
+    parser.add_argument("--tiny", action="store_true", help="a few hundred images, 1-epoch rounds (smoke test)")
+    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    stem = f"ablation_{args.model}_{args.dataset}"
+    base = tomllib.loads((ROOT / "configs" / f"{args.model}_{args.dataset}.toml").read_text())
+    if args.tiny:
+        base.update(train_limit=800, test_limit=300, validation_images=200)
+        base["prune"].update(rounds=1, epochs_per_round=3)
+        base["quantize"]["epochs"] = 1
+    runs_dir = args.out / "ablation"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, (what, data) in variants(base, args.model, args.prune_budget, args.tolerance, args.bits_budget).items():
+        if args.only and name not in args.only:
+            continue
+        rows.append(summarize(name, what, run_variant(name, data, runs_dir, f"{args.model}_{args.dataset}")))
+        previous = rows[-2] if len(rows) > 1 else None
+        bought = f", {rows[-1]['ratio'] / previous['ratio']:.2f}x the ratio of {previous['variant']}" if previous else ""
+        print(f"{name}: {rows[-1]['file_bytes']} B, {rows[-1]['ratio']:.1f}x, error {100 * rows[-1]['error']:.2f}%{bought}")
+    paper_error = PAPER[args.model]["error"]
+    result = {
+        "model": args.model, "dataset": args.dataset, "paper_reference_error": paper_error,
+        "prune_budget": args.prune_budget, "tolerance": args.tolerance, "bits_budget": args.bits_budget, "variants": rows,
+        "wall_seconds": round(time.perf_counter() - started, 1), "command": " ".join(["python", *sys.argv]),
+    }
+    atomic_write_text(args.out / f"{stem}.json", json.dumps(result, indent=2, default=float) + "\n")
+    plot(rows, paper_error, f"{args.model} / {args.dataset}: what each change bought", args.out / f"{stem}.png")
+    print(f"wrote {args.out / stem}.json and .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
