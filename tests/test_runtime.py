@@ -11,14 +11,17 @@ from deepcompress.compressed import CompressedLayer, CompressedModel
 from deepcompress.errors import CheckpointError, ConfigError
 from deepcompress.models import build_model
 from deepcompress.runtime import (
+    Backend,
     PackedCodebookCSR,
     SparseCodebookConv2d,
     SparseCodebookLinear,
     kernels,
     to_sparse_module,
 )
+from deepcompress.runtime.dispatch import resolve
 
-NUMBA_MODES = [pytest.param(True, id="numba"), pytest.param(False, id="torch-fallback")]
+# Each backend selected by what is installed (flags patched), as "auto" would pick it there.
+BACKENDS = ["simd", "numba", "torch"]
 
 
 def random_layer(
@@ -41,16 +44,24 @@ def random_layer(
     return CompressedLayer(name, kind, shape, codebook, positions, codes, b, weight_bits, 5)
 
 
-@pytest.fixture(params=NUMBA_MODES)
-def numba_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    if request.param and not kernels.HAVE_NUMBA:
+def use_backend(name: str, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    """Make ``name`` the backend "auto" resolves to, as on a machine with only what it needs."""
+    if name == "simd" and not kernels.HAVE_SIMD:
+        pytest.skip("the AVX-512 extension is not built or this CPU lacks AVX-512")
+    if name in ("simd", "numba") and not kernels.HAVE_NUMBA:
         pytest.skip("numba is not installed")
-    monkeypatch.setattr(kernels, "HAVE_NUMBA", request.param)
-    return bool(request.param)
+    monkeypatch.setattr(kernels, "HAVE_SIMD", name == "simd")
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", name in ("simd", "numba"))
+    return Backend(name)
 
 
-def check_linear(layer: CompressedLayer, batch: int, rng: np.random.Generator) -> None:
-    module = SparseCodebookLinear.from_compressed(layer, dense_batch=None)  # always the sparse kernels
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    return use_backend(request.param, monkeypatch)
+
+
+def check_linear(layer: CompressedLayer, batch: int, rng: np.random.Generator, backend: str = "auto") -> None:
+    module = SparseCodebookLinear.from_compressed(layer, dense_batch=None, backend=backend)  # never dense
     x = torch.from_numpy(rng.standard_normal((batch, layer.shape[1])).astype(np.float32))
     bias = None if layer.bias is None else torch.from_numpy(layer.bias)
     expected = F.linear(x, torch.from_numpy(layer.dense_weight()), bias)
@@ -61,13 +72,15 @@ def check_linear(layer: CompressedLayer, batch: int, rng: np.random.Generator) -
 
 @pytest.mark.parametrize("batch", [1, 3, 64])
 @pytest.mark.parametrize("density", [0.0, 0.05, 0.3, 1.0])
-def test_linear_matches_dense(numba_mode: bool, batch: int, density: float) -> None:
+def test_linear_matches_dense(backend: Backend, batch: int, density: float) -> None:
     rng = np.random.default_rng(int(density * 100) + batch)
-    check_linear(random_layer((37, 300), density, rng), batch, rng)
+    layer = random_layer((37, 300), density, rng)
+    assert resolve("auto", PackedCodebookCSR.from_layer(layer)) is backend
+    check_linear(layer, batch, rng)
 
 
 @pytest.mark.parametrize("batch", [1, 5])
-def test_linear_block_edges_gaps_and_empty_rows(numba_mode: bool, batch: int) -> None:
+def test_linear_block_edges_gaps_and_empty_rows(backend: Backend, batch: int) -> None:
     """Columns on both sides of the 2048-wide block edges, gaps of 31/32/33 (5-bit index bound),
     empty rows (0, 2 and the last), and a row that is completely full."""
     rng = np.random.default_rng(1)
@@ -82,7 +95,7 @@ def test_linear_block_edges_gaps_and_empty_rows(numba_mode: bool, batch: int) ->
 
 
 @pytest.mark.parametrize("weight_bits", [1, 2, 8, 10])
-def test_linear_codebook_widths(numba_mode: bool, weight_bits: int) -> None:
+def test_linear_codebook_widths(backend: Backend, weight_bits: int) -> None:
     rng = np.random.default_rng(weight_bits)
     layer = random_layer((20, 3000), 0.1, rng, weight_bits=weight_bits, bias=False)
     packed = PackedCodebookCSR.from_layer(layer)
@@ -92,18 +105,19 @@ def test_linear_codebook_widths(numba_mode: bool, weight_bits: int) -> None:
 
 
 @pytest.mark.parametrize("dense_batch", [None, 2, "auto"])
-def test_linear_dense_batch_policy(numba_mode: bool, dense_batch: object) -> None:
+def test_linear_dense_batch_policy(backend: Backend, dense_batch: object) -> None:
     rng = np.random.default_rng(6)
     layer = random_layer((30, 200), 0.3, rng)
     module = SparseCodebookLinear.from_compressed(layer, dense_batch=dense_batch)
-    assert module.dense_batch == {None: None, 2: 2, "auto": 16}[dense_batch]
+    auto = None if backend is Backend.SIMD else 16  # the AVX-512 batch kernel never needs the dense copy
+    assert module.dense_from(backend) == {None: None, 2: 2, "auto": auto}[dense_batch]
     for batch in (1, 2, 20):
         x = torch.from_numpy(rng.standard_normal((batch, 200)).astype(np.float32))
         expected = F.linear(x, torch.from_numpy(layer.dense_weight()), torch.from_numpy(layer.bias))
         torch.testing.assert_close(module(x), expected, rtol=1e-4, atol=1e-4)
-    assert (module._dense is not None) == (dense_batch is not None)
+    assert (module._dense is not None) == (module.dense_from(backend) is not None)
     sparse = SparseCodebookLinear.from_compressed(random_layer((30, 200), 0.05, rng))
-    assert sparse.dense_batch is None  # sparse layers keep the batch kernel
+    assert sparse.dense_from(backend) is None  # sparse layers keep the batch kernel
     with pytest.raises(ValueError, match=r"expected dense_batch 'auto', None or an int >= 1, got 0"):
         SparseCodebookLinear.from_compressed(layer, dense_batch=0)
 
@@ -140,7 +154,7 @@ def test_packed_bytes_are_two_per_weight() -> None:
 @pytest.mark.parametrize(
     "stride,padding,dilation", [((1, 1), (0, 0), (1, 1)), ((2, 1), (1, 2), (1, 1)), ((1, 1), (1, 1), (2, 2))]
 )
-def test_conv_matches_dense(numba_mode: bool, batch: int, stride: tuple, padding: tuple, dilation: tuple) -> None:
+def test_conv_matches_dense(backend: Backend, batch: int, stride: tuple, padding: tuple, dilation: tuple) -> None:
     rng = np.random.default_rng(batch)
     layer = random_layer((7, 3, 3, 5), 0.4, rng, kind="conv2d", weight_bits=8, name="conv")
     module = SparseCodebookConv2d.from_compressed(layer, stride=stride, padding=padding, dilation=dilation)
@@ -171,7 +185,7 @@ def dense_model(cm: CompressedModel) -> torch.nn.Module:
 
 @pytest.mark.parametrize("conv_mode", ["dense", "sparse"])
 @pytest.mark.parametrize("name", ["lenet300", "lenet5"])
-def test_to_sparse_module_predictions(numba_mode: bool, name: str, conv_mode: str) -> None:
+def test_to_sparse_module_predictions(backend: Backend, name: str, conv_mode: str) -> None:
     rng = np.random.default_rng(4)
     cm = random_model(name, rng)
     sparse = to_sparse_module(cm, conv_mode=conv_mode)

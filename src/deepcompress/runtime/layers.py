@@ -1,11 +1,11 @@
 """Inference layers that compute straight from the compressed form (paper sections 2-3, Table 8).
 
 :class:`SparseCodebookLinear` and :class:`SparseCodebookConv2d` hold a :class:`PackedCodebookCSR`
-(2 bytes per surviving weight for <= 8-bit codebooks) and never build the dense weight. With numba
-they run the compiled kernels of :mod:`deepcompress.runtime.kernels`: a row-parallel sparse
-matrix-vector product at batch 1 and, for larger batches, a product that reuses each decoded weight
-across the whole batch. Without numba they fall back to torch's sparse CSR product on
-codebook-expanded fp32 values (correct, slower, 8 bytes per weight).
+(2 bytes per surviving weight for <= 8-bit codebooks) and never build the dense weight. They run the
+backend :mod:`deepcompress.runtime.dispatch` picks: the AVX-512 C kernels or the numba kernels (a
+row-parallel sparse matrix-vector product at batch 1; for larger batches a product that reuses each
+decoded weight across the batch), or torch's sparse CSR product on codebook-expanded fp32 values
+(correct, slower, 8 bytes per weight).
 
 These modules are CPU-only and inference-only: outputs carry no gradient, and the packed weights are
 plain arrays rather than parameters, so a state dict holds no weights for them.
@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from deepcompress.compressed import CompressedLayer
-from deepcompress.runtime import kernels
+from deepcompress.runtime.dispatch import Backend, resolve, spmm, spmv
 from deepcompress.runtime.packed import PackedCodebookCSR
 
 
@@ -42,9 +42,10 @@ def _check_kind(layer: CompressedLayer, kind: str) -> None:
         raise ValueError(f"layer {layer.name!r}: expected kind {kind!r}, got {layer.kind!r}")
 
 
-# At or above this batch, layers denser than DENSE_BATCH_DENSITY decode a dense weight once and call
-# the dense BLAS: benchmarks/fc.py measured the sparse batch kernel no faster than dense GEMM at batch 64
-# for the paper's 23-25% dense fc8 layers, and 1.2-2.5x faster for the 4-9% dense ones.
+# Without the AVX-512 kernel, at or above this batch, layers denser than DENSE_BATCH_DENSITY decode a
+# dense weight once and call the dense BLAS: benchmarks/fc.py measured the numba batch kernel no faster
+# than dense GEMM at batch 64 for the paper's 23-25% dense fc8 layers, and 1.2-2.5x faster for the 4-9%
+# dense ones. The AVX-512 batch kernel keeps its output tile in registers and needs no dense copy.
 DENSE_BATCH_MIN = 16
 DENSE_BATCH_DENSITY = 0.15
 
@@ -53,27 +54,38 @@ class _PackedMatmul(nn.Module):
     """``W @ x`` for a packed ``(rows, cols)`` matrix ``W`` and ``x`` of shape ``(cols, n)``.
 
     ``dense_batch`` is the batch size from which a dense copy of ``W`` (decoded on first use, then
-    kept) is used with the dense BLAS; ``None`` never decodes. ``"auto"`` (the default) means
-    :data:`DENSE_BATCH_MIN` for layers denser than :data:`DENSE_BATCH_DENSITY`, else ``None``.
+    kept) is used with the dense BLAS; ``None`` never decodes. ``"auto"`` (the default) never decodes
+    on the ``simd`` backend, and otherwise means :data:`DENSE_BATCH_MIN` for layers denser than
+    :data:`DENSE_BATCH_DENSITY`. ``backend`` is a :class:`Backend` (resolved on every call, so a
+    layer built here runs wherever it is moved).
     """
 
-    def __init__(self, packed: PackedCodebookCSR, bias: np.ndarray | None, dense_batch: int | None | str = "auto") -> None:
+    def __init__(
+        self,
+        packed: PackedCodebookCSR,
+        bias: np.ndarray | None,
+        dense_batch: int | None | str = "auto",
+        backend: str | Backend = Backend.AUTO,
+    ) -> None:
         super().__init__()
         self.packed = packed
-        if dense_batch == "auto":
-            density = packed.nnz / max(packed.rows * packed.cols, 1)
-            dense_batch = DENSE_BATCH_MIN if density > DENSE_BATCH_DENSITY else None
-        if dense_batch is not None and (not isinstance(dense_batch, int) or dense_batch < 1):
+        if dense_batch != "auto" and dense_batch is not None and (
+            not isinstance(dense_batch, int) or isinstance(dense_batch, bool) or dense_batch < 1
+        ):
             raise ValueError(f"expected dense_batch 'auto', None or an int >= 1, got {dense_batch!r}")
         self.dense_batch = dense_batch
+        self.backend = Backend.parse(backend, "backend")
         self._dense: torch.Tensor | None = None  # decoded on first large batch
         self._csr: torch.Tensor | None = None  # torch fallback, built on first use
         bias_t = None if bias is None else torch.from_numpy(np.array(bias, dtype=np.float32))
         self.register_buffer("bias", bias_t, persistent=False)
 
-    def _args(self) -> tuple[object, ...]:
-        p = self.packed
-        return (p.ptr, p.words, p.codebook, p.n_blocks, p.code_bits, p.col_bits)
+    def dense_from(self, backend: Backend) -> int | None:
+        """The batch size from which ``backend`` uses the decoded dense weight (``None``: never)."""
+        if self.dense_batch != "auto":
+            return self.dense_batch  # type: ignore[return-value]
+        density = self.packed.nnz / max(self.packed.rows * self.packed.cols, 1)
+        return None if backend is Backend.SIMD or density <= DENSE_BATCH_DENSITY else DENSE_BATCH_MIN
 
     def _fallback_csr(self) -> torch.Tensor:
         if self._csr is None:
@@ -97,16 +109,18 @@ class _PackedMatmul(nn.Module):
     def matmul(self, x_t: torch.Tensor) -> torch.Tensor:
         """``W @ x_t`` with ``x_t`` of shape ``(cols, n)``; returns ``(rows, n)`` without the bias."""
         n = x_t.shape[1]
-        if self.dense_batch is not None and n >= self.dense_batch:
+        backend = resolve(self.backend, self.packed)
+        dense_from = self.dense_from(backend)
+        if dense_from is not None and n >= dense_from:
             return self._dense_weight() @ x_t.detach()
-        if not kernels.HAVE_NUMBA:
+        if backend is Backend.TORCH:
             return torch.sparse.mm(self._fallback_csr(), x_t.detach().contiguous())
-        out = np.empty((self.packed.rows, n), dtype=np.float32)
         if n == 1:
-            x = np.ascontiguousarray(x_t.detach().numpy()[:, 0])
-            kernels.spmv(*self._args(), x, out[:, 0])
-        else:
-            kernels.spmm(*self._args(), np.ascontiguousarray(x_t.detach().numpy()), out)
+            out = np.empty(self.packed.rows, dtype=np.float32)
+            spmv(backend, self.packed, np.ascontiguousarray(x_t.detach().numpy()[:, 0]), out)
+            return torch.from_numpy(out).unsqueeze(1)
+        out = np.empty((self.packed.rows, n), dtype=np.float32)
+        spmm(backend, self.packed, np.ascontiguousarray(x_t.detach().numpy()), out)
         return torch.from_numpy(out)
 
 
@@ -117,22 +131,29 @@ class SparseCodebookLinear(_PackedMatmul):
         packed: the weight, ``(out_features, in_features)``.
         bias: float32 ``(out_features,)`` or ``None``.
         dense_batch: batch size from which a decoded dense weight is used (see :class:`_PackedMatmul`).
+        backend: ``"auto"``, ``"simd"``, ``"numba"`` or ``"torch"`` (see :mod:`deepcompress.runtime.dispatch`).
     """
 
     def __init__(
-        self, packed: PackedCodebookCSR, bias: np.ndarray | None = None, dense_batch: int | None | str = "auto"
+        self,
+        packed: PackedCodebookCSR,
+        bias: np.ndarray | None = None,
+        dense_batch: int | None | str = "auto",
+        backend: str | Backend = Backend.AUTO,
     ) -> None:
-        super().__init__(packed, bias, dense_batch)
+        super().__init__(packed, bias, dense_batch, backend)
         self.in_features = packed.cols
         self.out_features = packed.rows
 
     @classmethod
-    def from_compressed(cls, layer: CompressedLayer, dense_batch: int | None | str = "auto") -> "SparseCodebookLinear":
+    def from_compressed(
+        cls, layer: CompressedLayer, dense_batch: int | None | str = "auto", backend: str | Backend = Backend.AUTO
+    ) -> "SparseCodebookLinear":
         """Build from a ``"linear"`` :class:`CompressedLayer`."""
         _check_kind(layer, "linear")
         if len(layer.shape) != 2:
             raise ValueError(f"layer {layer.name!r}: expected a 2-D linear weight, got shape {layer.shape}")
-        return cls(PackedCodebookCSR.from_layer(layer), layer.bias, dense_batch)
+        return cls(PackedCodebookCSR.from_layer(layer), layer.bias, dense_batch, backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, "SparseCodebookLinear")
@@ -142,9 +163,10 @@ class SparseCodebookLinear(_PackedMatmul):
             )
         lead = x.shape[:-1]
         x2 = x.detach().reshape(-1, self.in_features)
-        if x2.shape[0] == 1 and kernels.HAVE_NUMBA:  # the latency path: no transposes, bias in place
+        backend = resolve(self.backend, self.packed)
+        if x2.shape[0] == 1 and backend is not Backend.TORCH:  # the latency path: no transposes, bias in place
             out = np.empty(self.out_features, dtype=np.float32)
-            kernels.spmv(*self._args(), np.ascontiguousarray(x2.numpy()[0]), out)
+            spmv(backend, self.packed, np.ascontiguousarray(x2.numpy()[0]), out)
             if self.bias is not None:
                 out += self.bias.numpy()
             return torch.from_numpy(out).reshape(*lead, self.out_features)
@@ -155,7 +177,10 @@ class SparseCodebookLinear(_PackedMatmul):
 
     def extra_repr(self) -> str:
         p = self.packed
-        return f"in_features={p.cols}, out_features={p.rows}, nnz={p.nnz}, code_bits={p.code_bits}"
+        return (
+            f"in_features={p.cols}, out_features={p.rows}, nnz={p.nnz}, code_bits={p.code_bits}, "
+            f"backend={self.backend.value}"
+        )
 
 
 class SparseCodebookConv2d(_PackedMatmul):
@@ -175,8 +200,9 @@ class SparseCodebookConv2d(_PackedMatmul):
         stride: tuple[int, int] = (1, 1),
         padding: tuple[int, int] = (0, 0),
         dilation: tuple[int, int] = (1, 1),
+        backend: str | Backend = Backend.AUTO,
     ) -> None:
-        super().__init__(packed, bias, dense_batch=None)
+        super().__init__(packed, bias, dense_batch=None, backend=backend)
         kh, kw = kernel_size
         if packed.cols % (kh * kw):
             raise ValueError(
@@ -196,13 +222,14 @@ class SparseCodebookConv2d(_PackedMatmul):
         stride: tuple[int, int] = (1, 1),
         padding: tuple[int, int] = (0, 0),
         dilation: tuple[int, int] = (1, 1),
+        backend: str | Backend = Backend.AUTO,
     ) -> "SparseCodebookConv2d":
         """Build from a ``"conv2d"`` :class:`CompressedLayer` of shape ``(out, in, kh, kw)``."""
         _check_kind(layer, "conv2d")
         if len(layer.shape) != 4:
             raise ValueError(f"layer {layer.name!r}: expected a 4-D conv weight, got shape {layer.shape}")
         packed = PackedCodebookCSR.from_layer(layer)
-        return cls(packed, layer.bias, (layer.shape[2], layer.shape[3]), stride, padding, dilation)
+        return cls(packed, layer.bias, (layer.shape[2], layer.shape[3]), stride, padding, dilation, backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, "SparseCodebookConv2d")

@@ -16,6 +16,7 @@ from deepcompress.choices import Choice
 from deepcompress.errors import CheckpointError, ConfigError
 from deepcompress.layers import layer_kind
 from deepcompress.models import build_model
+from deepcompress.runtime.dispatch import Backend
 from deepcompress.runtime.layers import SparseCodebookConv2d, SparseCodebookLinear
 
 
@@ -37,7 +38,7 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def _runtime_layer(layer: CompressedLayer, module: nn.Module, conv_mode: ConvMode) -> nn.Module:
+def _runtime_layer(layer: CompressedLayer, module: nn.Module, conv_mode: ConvMode, backend: Backend) -> nn.Module:
     kind = layer_kind(module)
     if kind != layer.kind:
         raise CheckpointError(
@@ -51,13 +52,13 @@ def _runtime_layer(layer: CompressedLayer, module: nn.Module, conv_mode: ConvMod
     if (layer.bias is None) != (module.bias is None):
         raise CheckpointError(f"layer {layer.name!r}: the model and the compressed layer disagree on a bias")
     if kind == "linear":
-        return SparseCodebookLinear.from_compressed(layer)
+        return SparseCodebookLinear.from_compressed(layer, backend=backend)
     assert isinstance(module, nn.Conv2d)
     if conv_mode is ConvMode.SPARSE and module.groups == 1 and module.padding_mode == "zeros":
         if isinstance(module.padding, str):
             raise ConfigError(f"layer {layer.name!r}: string padding {module.padding!r} is not supported")
         return SparseCodebookConv2d.from_compressed(
-            layer, stride=module.stride, padding=module.padding, dilation=module.dilation
+            layer, stride=module.stride, padding=module.padding, dilation=module.dilation, backend=backend
         )
     with torch.no_grad():  # decoded once at load; the conv keeps its own hyper-parameters
         module.weight.copy_(torch.from_numpy(layer.dense_weight()))
@@ -66,8 +67,12 @@ def _runtime_layer(layer: CompressedLayer, module: nn.Module, conv_mode: ConvMod
     return module
 
 
-def to_sparse_module(cm: CompressedModel, conv_mode: str | ConvMode = ConvMode.DENSE) -> nn.Module:
+def to_sparse_module(
+    cm: CompressedModel, conv_mode: str | ConvMode = ConvMode.DENSE, backend: str | Backend = Backend.AUTO
+) -> nn.Module:
     """Build ``cm.model_name`` with every compressed layer replaced by its runtime layer.
+
+    ``backend`` chooses the sparse layers' kernel (see :mod:`deepcompress.runtime.dispatch`).
 
     Returns the model in eval mode with gradients off. Raises :class:`CheckpointError` when a layer
     name, kind or shape does not match the architecture, or when ``extras`` miss or add tensors.
@@ -75,6 +80,7 @@ def to_sparse_module(cm: CompressedModel, conv_mode: str | ConvMode = ConvMode.D
     if not isinstance(cm, CompressedModel):
         raise TypeError(f"expected a CompressedModel, got {type(cm).__name__}")
     mode = ConvMode.parse(conv_mode, "conv_mode")
+    chosen = Backend.parse(backend, "backend")
     model = build_model(cm.model_name)
     modules = dict(model.named_modules())
     decoded: set[str] = set()
@@ -84,7 +90,7 @@ def to_sparse_module(cm: CompressedModel, conv_mode: str | ConvMode = ConvMode.D
                 f"compressed layer {layer.name!r} is not a submodule of {cm.model_name!r}; "
                 f"its layers are {[n for n, m in modules.items() if layer_kind(m)]}"
             )
-        new = _runtime_layer(layer, modules[layer.name], mode)
+        new = _runtime_layer(layer, modules[layer.name], mode, chosen)
         if new is modules[layer.name]:
             decoded.update({f"{layer.name}.weight", f"{layer.name}.bias"})
         else:
