@@ -6,7 +6,8 @@ b-bit code: b bits per weight plus the codebook), pruning + quantization (the re
 entropy coded), and SVD (each fc layer replaced by its best rank-r approximation: (m + n) r fp32
 values). Compression rate = compressed weight bytes / dense fp32 weight bytes (biases left out, as in
 the paper's figure). No retraining anywhere, so this shows each method's raw trade-off; the pipeline's
-retraining is what moves the curves left (see README results). Run: ``python experiments/fig_tradeoff.py``.
+retraining is what moves the curves left (see README results). Each (method, knob) point is computed
+from a fresh copy of the reference; resumable (see common.Sweep). Run: ``python experiments/fig_tradeoff.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 
 import matplotlib.pyplot as plt
 import torch
-from common import accuracy_on, parse_args, reference, test_data, write_json
+from common import Sweep, accuracy_on, parse_args, reference, test_data
 
 from deepcompress.coding import count_fillers
 from deepcompress.format import to_bytes
@@ -32,7 +33,7 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 def pruned_csr_bytes(model: torch.nn.Module, index_bits: int = 5) -> float:
     total = 0.0
-    for name, mask in get_masks(model).items():
+    for mask in get_masks(model).values():
         positions = torch.nonzero(mask.flatten()).flatten().numpy()
         total += (positions.size + count_fillers(positions, index_bits)) * (32 + index_bits) / 8
     return total
@@ -53,32 +54,40 @@ def low_rank_(model: torch.nn.Module, keep: float) -> int:
 def main() -> None:
     args = parse_args(__doc__)
     started = time.perf_counter()
+    sweep = Sweep(args, "tradeoff_lenet300")
     accuracy = accuracy_on(test_data("mnist", args.tiny))
     ref = reference("lenet300")
     dense = weight_bytes(ref)
     base = accuracy(ref)
     sparsities = (0.5, 0.9) if args.tiny else (0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.96, 0.97, 0.98)
-    bit_widths = (2, 4) if args.tiny else (1, 2, 3, 4, 5, 6, 8)
-    ranks = (0.1, 0.5) if args.tiny else (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
-    curves: dict[str, list[dict[str, float]]] = {"pruning": [], "quantization": [], "pruning+quantization": [], "svd": []}
+    knobs: dict[str, tuple[float, ...]] = {
+        "pruning": sparsities,
+        "quantization": (2, 4) if args.tiny else (1, 2, 3, 4, 5, 6, 8),
+        "pruning+quantization": sparsities,
+        "svd": (0.1, 0.5) if args.tiny else (0.02, 0.05, 0.1, 0.2, 0.3, 0.5),
+    }
+    grid = {f"{method}/{knob}": (method, knob) for method, values in knobs.items() for knob in values}
 
-    def point(method: str, model: torch.nn.Module, size: float, knob: float) -> None:
-        curves[method].append({"knob": knob, "rate_pct": 100 * size / dense, "accuracy_loss_pct": 100 * (base - accuracy(model))})
-
-    for s in sparsities:
-        pruned = prune_(copy.deepcopy(ref), PruneConfig(method="sparsity", sparsity=s))
-        point("pruning", pruned, pruned_csr_bytes(pruned), s)
-        shared = quantize_(pruned, QuantizeConfig(bits=5))
-        report = inspect_bytes(to_bytes(export_compressed(shared, "lenet300")))
-        size = sum(row["bytes"] - (row["section_bytes"].get("bias", 0)) for row in report["layers"])
-        point("pruning+quantization", shared, size, s)
-    for b in bit_widths:
-        shared = quantize_(copy.deepcopy(ref), QuantizeConfig(bits=b))
-        size = sum(m.weight.numel() * b / 8 + 4 * 2**b for _, m in select_layers(ref))
-        point("quantization", shared, size, b)
-    for keep in ranks:
+    def compute(key: str) -> dict[str, float]:
+        """Compressed size (% of dense) and accuracy loss of one method at one knob setting."""
+        method, knob = grid[key]
         model = copy.deepcopy(ref)
-        point("svd", model, low_rank_(model, keep), keep)
+        if method == "pruning":
+            prune_(model, PruneConfig(method="sparsity", sparsity=knob))
+            size = pruned_csr_bytes(model)
+        elif method == "pruning+quantization":
+            quantize_(prune_(model, PruneConfig(method="sparsity", sparsity=knob)), QuantizeConfig(bits=5))
+            report = inspect_bytes(to_bytes(export_compressed(model, "lenet300")))
+            size = sum(row["bytes"] - (row["section_bytes"].get("bias", 0)) for row in report["layers"])
+        elif method == "quantization":
+            quantize_(model, QuantizeConfig(bits=int(knob)))
+            size = sum(m.weight.numel() * knob / 8 + 4 * 2**knob for _, m in select_layers(ref))
+        else:
+            size = low_rank_(model, knob)
+        return {"knob": knob, "rate_pct": 100 * size / dense, "accuracy_loss_pct": 100 * (base - accuracy(model))}
+
+    points = sweep.run(list(grid), compute, lambda key, p: f"{key}: {p['rate_pct']:.2f}% of dense, loss {p['accuracy_loss_pct']:.2f} points")
+    curves = {method: [points[f"{method}/{knob}"] for knob in values] for method, values in knobs.items()}
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, pts in curves.items():
@@ -91,7 +100,7 @@ def main() -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(args.out / "tradeoff_lenet300.png", dpi=110)
-    write_json(args.out / "tradeoff_lenet300.json", {"reference_accuracy": base, "dense_weight_bytes": dense, "curves": curves}, started)
+    sweep.finish(args.out / "tradeoff_lenet300.json", {"reference_accuracy": base, "dense_weight_bytes": dense, "curves": curves}, started)
 
 
 if __name__ == "__main__":

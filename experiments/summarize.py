@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from deepcompress.atomic import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 DOC = ROOT.parent / "docs" / "RESULTS.md"
@@ -71,7 +73,15 @@ def pct_cells(values: list[float]) -> list[str]:
 
 
 def figures() -> list[str]:
-    lines = ["", "## Figures", ""]
+    lines = [
+        "",
+        "## Figures",
+        "",
+        "Each script is seeded, takes `--tiny` (the test suite's smoke run) and resumes a killed run: finished sweep",
+        "points (and a retrained model) are kept in hidden `.NAME.partial.json` / `.NAME.*.safetensors` files next to",
+        "the results until the final JSON is written; a rerun with the same arguments reuses them.",
+        "",
+    ]
     tradeoff = load("tradeoff_lenet300.json")
     lines += [
         "### Fig. 6: accuracy loss vs compressed size (LeNet-300-100, no retraining)",
@@ -104,7 +114,7 @@ def figures() -> list[str]:
         "",
         (f"Same sweep with the pruned model retrained ({retrained['prune_rounds']} prune rounds x "
         f"{retrained['epochs_per_round']} epoch; kept {kept}; {100 * retrained['pruned_accuracy']:.2f}% before "
-        f"quantization): `python experiments/fig_bits_retrained.py` ({retrained['wall_seconds']:.0f} s) -> "
+        f"quantization): `python experiments/fig_bits.py --retrain` ({retrained['wall_seconds']:.0f} s) -> "
         "`experiments/results/bits_lenet5_retrained.png`. Accuracy (%):"),
         "",
         *bits_table("layers quantized", retrained["bits"], {k: pct_cells(v) for k, v in retrained["accuracy"].items()}),
@@ -125,7 +135,7 @@ def figures() -> list[str]:
         "",
         (f"Same sweep on a pruned and retrained model (kept {kept}; {retrained['prune_rounds']} prune rounds x "
         f"{retrained['epochs_per_round']} retraining epochs, then {100 * retrained['pruned_accuracy']:.2f}%): "
-        f"`python experiments/fig_init_retrained.py` ({retrained['wall_seconds']:.0f} s) -> "
+        f"`python experiments/fig_init.py --retrain` ({retrained['wall_seconds']:.0f} s) -> "
         "`experiments/results/init_vs_bits_lenet300_retrained.png`. Accuracy (%) right after k-means / after one "
         "epoch of centroid fine-tuning:"),
         "",
@@ -161,7 +171,7 @@ def figures() -> list[str]:
 
 def main() -> None:
     text = "\n".join(["# Experiments: the paper's tables and figures, measured here", "", *table1(), *figures()]) + "\n"
-    DOC.write_text(text)
+    atomic_write_text(DOC, text)
     print(f"wrote {DOC}")
 
 
