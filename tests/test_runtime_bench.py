@@ -29,9 +29,12 @@ def test_fc_benchmark_structure_and_errors(quick_result: dict, tmp_path) -> None
         for key in ("dense_us", "ours_us", "speedup", "floor_us", "ours_over_floor", "fastest_dense"):
             assert key in row
         assert set(row["cold_us"]) == set(row["warm_us"]) == set(row["bytes"]) == set(KERNELS)
+        assert row["backend"] == quick_result["backends_available"][0]  # auto takes the fastest there is
+        assert row["bytes"]["ours"] == row["bytes"]["ours_numba"]  # same packed layout
         assert row["speedup"] == pytest.approx(row["dense_us"] / row["ours_us"])
         assert row["bytes"]["ours"] < row["bytes"]["csr_scipy"] < row["bytes"]["dense_numpy"]
         assert max(row["relative_error"].values()) < 1e-5
+    assert quick_result["threads"] >= 1
     machine = quick_result["machine"]
     assert machine["cores"] >= 1 and "numpy" in machine["versions"] and machine["threads"]["torch"] >= 1
     assert quick_result["read_bandwidth_gbs"] > 0

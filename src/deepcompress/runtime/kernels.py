@@ -136,6 +136,16 @@ if numba is not None and simd.LIB is not None:
             _c_spmv(ptr.ctypes.data, words.ctypes.data, codebook.ctypes.data, n_blocks, code_bits, col_bits,
                     x.ctypes.data, out.ctypes.data, splits[c], splits[c + 1])
 
+    @numba.njit(nogil=True)
+    def _simd_spmv_serial(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out):  # type: ignore[no-untyped-def]
+        _c_spmv(ptr.ctypes.data, words.ctypes.data, codebook.ctypes.data, n_blocks, code_bits, col_bits,
+                x.ctypes.data, out.ctypes.data, 0, out.shape[0])
+
+    @numba.njit(nogil=True)
+    def _simd_spmm_serial(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out):  # type: ignore[no-untyped-def]
+        _c_spmm(ptr.ctypes.data, words.ctypes.data, codebook.ctypes.data, n_blocks, code_bits, col_bits,
+                x.ctypes.data, out.shape[1], out.ctypes.data, 0, out.shape[0])
+
     @numba.njit(parallel=True, nogil=True)
     def _simd_spmm_parallel(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out, chunks):  # type: ignore[no-untyped-def]
         splits = _row_splits(ptr, n_blocks, out.shape[0], chunks)
@@ -146,11 +156,14 @@ if numba is not None and simd.LIB is not None:
 
 def simd_spmv(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out) -> None:  # type: ignore[no-untyped-def]
     """:func:`spmv` on the AVX-512 kernel: over numba's threads when numba is there and the product is
-    large, else one call on this thread. Needs :data:`HAVE_SIMD` and :func:`simd.accepts`."""
+    large, else on this thread (through numba too: its call costs ~1 us, a ctypes call from Python ~10).
+    Needs :data:`HAVE_SIMD` and :func:`simd.accepts`."""
     assert simd.LIB is not None and simd.accepts(ptr, words)
     if HAVE_NUMBA and words.size >= PARALLEL_MIN_WORK:
         _simd_spmv_parallel(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out,
                             CHUNKS_PER_THREAD * num_threads())
+    elif HAVE_NUMBA:
+        _simd_spmv_serial(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out)
     else:
         simd.LIB.dc_spmv(ptr.ctypes.data, words.ctypes.data, codebook.ctypes.data, n_blocks, code_bits, col_bits,
                          x.ctypes.data, out.ctypes.data, 0, out.shape[0])
@@ -162,6 +175,8 @@ def simd_spmm(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out) -> No
     if HAVE_NUMBA and words.size * out.shape[1] >= PARALLEL_MIN_WORK:
         _simd_spmm_parallel(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out,
                             CHUNKS_PER_THREAD * num_threads())
+    elif HAVE_NUMBA:
+        _simd_spmm_serial(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out)
     else:
         simd.LIB.dc_spmm(ptr.ctypes.data, words.ctypes.data, codebook.ctypes.data, n_blocks, code_bits, col_bits,
                          x.ctypes.data, out.shape[1], out.ctypes.data, 0, out.shape[0])
