@@ -12,6 +12,7 @@ from deepcompress.bench import PAPER_LAYERS, energy_estimate, plot_fc, run_fc_be
 from deepcompress.bench.fc import KERNELS, synthetic_layer
 from deepcompress.bench.latency import DRAM_READ_PJ, SRAM_READ_PJ
 from deepcompress.errors import ConfigError
+from deepcompress.runtime import available_backends
 from test_runtime import dense_model, random_model
 
 
@@ -63,6 +64,7 @@ def test_whole_model_latency_lenet300() -> None:
     x = torch.rand(1, 784)
     result = whole_model_latency(cm, dense_model(cm), x, repeats=5, warmup=1)
     assert result["batch"] == 1 and result["model"] == "lenet300"
+    assert result["backends"] == [available_backends()[0]]  # auto picks the first available for every fc layer
     assert result["max_abs_diff"] < 1e-4
     assert result["speedup"] == pytest.approx(result["dense"]["median_us"] / result["sparse"]["median_us"])
 

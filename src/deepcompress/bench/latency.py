@@ -19,7 +19,8 @@ from deepcompress.bench.machine import last_level_cache_bytes
 from deepcompress.compressed import CompressedModel
 from deepcompress.errors import ConfigError
 from deepcompress.models import build_model
-from deepcompress.runtime import ConvMode, PackedCodebookCSR, to_sparse_module
+from deepcompress.runtime import ConvMode, PackedCodebookCSR, SparseCodebookConv2d, SparseCodebookLinear, to_sparse_module
+from deepcompress.runtime.dispatch import resolve
 
 DRAM_READ_PJ = 640.0  # per 32-bit read, 45 nm (paper section 1)
 SRAM_READ_PJ = 5.0
@@ -73,6 +74,10 @@ def whole_model_latency(
         "batch": int(input.shape[0]),
         "repeats": repeats,
         "threads": torch.get_num_threads(),
+        "backends": sorted({  # the kernels the sparse layers ran on ("simd", "numba", "torch")
+            resolve(m.backend, m.packed).value
+            for m in sparse.modules() if isinstance(m, (SparseCodebookLinear, SparseCodebookConv2d))
+        }),
         **stats,
         "speedup": stats["dense"]["median_us"] / stats["sparse"]["median_us"],
         "max_abs_diff": float((outputs["dense"] - outputs["sparse"]).abs().max()),
