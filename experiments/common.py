@@ -98,9 +98,10 @@ def write_json(path: Path, result: dict[str, Any], started: float) -> None:
     print(f"wrote {path}")
 
 
-def _plain(value: Any) -> Any:
-    """``value`` as it reads back from JSON, so fresh and resumed points are the same objects."""
-    return json.loads(json.dumps(value, default=float))
+def _plain(value: Any, default: Callable[[Any], Any] = float) -> Any:
+    """``value`` as it reads back from JSON (numpy scalars as floats), so fresh and resumed points are
+    the same objects."""
+    return json.loads(json.dumps(value, default=default))
 
 
 class Sweep:
@@ -108,8 +109,9 @@ class Sweep:
 
     After each point, its JSON-able result is written atomically to ``<out>/.<result_name>.partial.json``
     together with the script's arguments (all but ``--out`` and ``--stop-after``) and the seconds spent so
-    far. A rerun with the same arguments reuses the finished points and computes the rest; a partial file
-    from other arguments (``--tiny`` against a full run, another switch) is discarded with a message.
+    far (arguments are compared as JSON, paths as strings). A rerun with the same arguments reuses the
+    finished points and computes the rest, saying how many it reused; a partial file from other
+    arguments (``--tiny`` against a full run, another switch) is discarded with a message.
     Expensive shared preparation (a pruned and retrained model) is kept by :meth:`prepared` as a
     safetensors checkpoint ``<out>/.<result_name>.<name>.safetensors``. :meth:`finish` writes the final
     JSON, whose ``wall_seconds`` adds up every run that contributed, and removes these files.
@@ -119,11 +121,12 @@ class Sweep:
     """
 
     def __init__(self, args: argparse.Namespace, result_name: str) -> None:
+        """``args`` as from :func:`parse_args` (any parser's will do: it needs ``out``; ``stop_after`` is optional)."""
         self.out: Path = args.out
         self.result_name = result_name
         self.partial = self.out / f".{result_name}.partial.json"
-        self.arguments = {k: v for k, v in sorted(vars(args).items()) if k not in UNRECORDED_ARGUMENTS}
-        self.stop_after: int | None = args.stop_after
+        self.arguments = _plain({k: v for k, v in sorted(vars(args).items()) if k not in UNRECORDED_ARGUMENTS}, str)
+        self.stop_after: int | None = getattr(args, "stop_after", None)
         self.started = time.perf_counter()
         self.points: dict[str, Any] = {}
         self.seconds_before = 0.0
@@ -139,8 +142,8 @@ class Sweep:
         except (ValueError, KeyError, TypeError) as exc:
             print(f"ignoring unreadable {self.partial} ({exc}); starting over", file=sys.stderr)
             return
-        if arguments != _plain(self.arguments):
-            print(f"{self.partial} was made with other arguments ({arguments}, now {_plain(self.arguments)}); "
+        if arguments != self.arguments:
+            print(f"{self.partial} was made with other arguments ({arguments}, now {self.arguments}); "
                   "starting over", file=sys.stderr)
             self._remove_files()
             return
@@ -163,7 +166,7 @@ class Sweep:
         if path.is_file():
             try:
                 tensors, metadata = read_checkpoint(path)
-                if metadata.get("sweep_arguments") == _plain(self.arguments) and metadata["model"] == model_name:
+                if metadata.get("sweep_arguments") == self.arguments and metadata["model"] == model_name:
                     model = build_model(model_name)
                     set_masks_(model, {k.removesuffix(".weight_mask"): v for k, v in tensors.items() if k.endswith(".weight_mask")})
                     load_state_strict(model, tensors, str(path))
@@ -178,7 +181,8 @@ class Sweep:
 
     def run(self, keys: Sequence[str], compute: Callable[[str], Any], describe: Callable[[str, Any], str] | None = None) -> dict[str, Any]:
         """``{key: compute(key)}`` for every key, reusing saved points; a tqdm bar on stderr counts them and
-        ``describe(key, value)``, if given, prints a line per point."""
+        ``describe(key, value)``, if given, prints a line per point. Values must be JSON-able (numpy
+        scalars become floats); each is returned as it reads back from the partial file."""
         if len(set(keys)) != len(keys):
             raise ValueError(f"sweep {self.result_name}: expected distinct point keys, got {list(keys)}")
         reused = [k for k in keys if k in self.points]

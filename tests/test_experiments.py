@@ -120,13 +120,13 @@ def test_partial_from_other_arguments_is_not_reused(tmp_path: Path, capsys: pyte
     common = load_common()
     (tmp_path / ".demo.partial.json").write_text(json.dumps({"arguments": {"tiny": False}, "seconds": 100.0, "points": {"a": "made up"}}))
     (tmp_path / ".demo.pruned.safetensors").write_bytes(b"from the full run")
-    sweep = common.Sweep(argparse.Namespace(tiny=True, out=tmp_path, stop_after=None), "demo")
+    sweep = common.Sweep(argparse.Namespace(tiny=True, config=Path("x.toml"), out=tmp_path), "demo")
     assert sweep.run(["a"], str.upper) == {"a": "A"}
     err = capsys.readouterr().err
     assert "made with other arguments" in err and "starting over" in err and "reused" not in err
     assert not (tmp_path / ".demo.pruned.safetensors").exists()
     saved = json.loads((tmp_path / ".demo.partial.json").read_text())
-    assert saved["arguments"] == {"tiny": True} and saved["points"] == {"a": "A"} and saved["seconds"] < 100
+    assert saved["arguments"] == {"config": "x.toml", "tiny": True} and saved["points"] == {"a": "A"} and saved["seconds"] < 100
 
 
 def test_sweep_rejects_duplicate_keys_and_skips_an_unreadable_partial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
