@@ -35,7 +35,7 @@ AUTO_FRACTIONS: tuple[float, ...] = (
 def pruned_fraction(module: nn.Module) -> float:
     """Fraction of ``module.weight`` already pruned by its mask (0 without one)."""
     mask = getattr(module, MASK, None)
-    return 0.0 if mask is None else 1.0 - float(mask.float().mean())
+    return 0.0 if mask is None else 1.0 - int(mask.sum()) / mask.numel()
 
 
 def plan_sparsity(scan: dict, sizes: dict[str, int], current: dict[str, float], budget: float) -> dict[str, float]:
