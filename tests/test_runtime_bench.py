@@ -35,7 +35,7 @@ def test_fc_benchmark_structure_and_errors(quick_result: dict, tmp_path) -> None
         assert row["speedup"] == pytest.approx(row["dense_us"] / row["ours_us"])
         assert row["bytes"]["ours"] < row["bytes"]["csr_scipy"] < row["bytes"]["dense_numpy"]
         assert max(row["relative_error"].values()) < 1e-5
-    assert quick_result["threads"] >= 1
+    assert quick_result["threads"] >= 1 and set(quick_result["load_average_1min"]) == {"before", "after"}
     machine = quick_result["machine"]
     assert machine["cores"] >= 1 and "numpy" in machine["versions"] and machine["threads"]["torch"] >= 1
     assert quick_result["read_bandwidth_gbs"] > 0

@@ -173,6 +173,7 @@ def run_fc_benchmark(
         raise ConfigError(f"expected repeats >= 1, got {repeats}")
     if quick:
         repeats = min(repeats, 3)
+    load_before = os.getloadavg()[0]  # other work on the machine skews every figure: recorded, not corrected
     threads_info = set_threads(threads or os.cpu_count() or 1)
     llc = last_level_cache_bytes()
     flusher = CacheFlusher(8 << 20 if quick else max(2 * llc, 64 << 20))
@@ -206,6 +207,7 @@ def run_fc_benchmark(
         "numba": kernels.HAVE_NUMBA,
         "backends_available": available_backends(),
         "threads": kernels.num_threads(),
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "read_bandwidth_gbs": bandwidth / 1e9,
         "machine": machine_info(threads_info),
         "results": rows,
