@@ -12,7 +12,7 @@ setup: $(STAMP) data
 
 # torch is pinned to the CPU wheel that lies on these machines' disk; it is installed first so the
 # package's own `torch>=2.1` requirement is already met and pip never pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/deepcompress/runtime/_simd.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
