@@ -76,7 +76,7 @@ def variants(
     return out
 
 
-def run_variant(name: str, data: dict[str, Any], out_dir: Path, stem: str) -> dict[str, Any]:
+def run_variant(name: str, data: dict[str, Any], out_dir: Path, stem: str, progress: bool) -> dict[str, Any]:
     """Compress one variant (or reuse its finished report when the config matches)."""
     out = out_dir / f"{stem}_{name}.dcz"
     cfg = PipelineConfig.from_dict(data, base_dir=ROOT / "configs")
@@ -87,7 +87,7 @@ def run_variant(name: str, data: dict[str, Any], out_dir: Path, stem: str) -> di
             print(f"{name}: reusing {out.name}")
             return report
     started = time.perf_counter()
-    result = compress(cfg, out, progress=False, log=lambda line: print(f"{name}: {line}", flush=True))
+    result = compress(cfg, out, progress=progress, log=lambda line: print(f"{name}: {line}", flush=True))
     write_report(result, out)
     report = result.to_dict()
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (what, data) in variants(base, args.model, args.prune_budget, args.tolerance, args.bits_budget).items():
         if args.only and name not in args.only:
             continue
-        rows.append(summarize(name, what, run_variant(name, data, runs_dir, f"{args.model}_{args.dataset}")))
+        rows.append(summarize(name, what, run_variant(name, data, runs_dir, f"{args.model}_{args.dataset}", not args.tiny)))
         previous = rows[-2] if len(rows) > 1 else None
         bought = f", {rows[-1]['ratio'] / previous['ratio']:.2f}x the ratio of {previous['variant']}" if previous else ""
         print(f"{name}: {rows[-1]['file_bytes']} B, {rows[-1]['ratio']:.1f}x, error {100 * rows[-1]['error']:.2f}%{bought}")

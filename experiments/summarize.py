@@ -207,6 +207,16 @@ def ablation() -> list[str]:
                 f"{versus} | {100 * row['error']:.2f}% | {seconds} |"
             )
             previous = row
+        for extra in sorted((RESULTS / "ablation").glob(f"{model}_mnist_*-tolerance*.json")):
+            report = json.loads(extra.read_text())
+            stages = {s["stage"]: s for s in report["stages"]}
+            kept = ", ".join(f"{row['name']} {row['kept_pct']:.1f}%" for row in report["report"]["layers"])
+            lines += [
+                "",
+                (f"Also run: `{extra.stem}` (`{extra.name}`, prune tolerance {report['config']['prune']['tolerance']:g}): "
+                 f"kept {kept}; {report['report']['file_bytes']:,} B, {report['report']['ratio']:.1f}x at "
+                 f"{100 * stages['file']['error']:.2f}% test error."),
+            ]
     return lines
 
 
