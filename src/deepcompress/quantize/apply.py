@@ -38,6 +38,18 @@ def survivors(module: nn.Module) -> torch.Tensor:
     return mask.to(weight.device)
 
 
+def surviving_values(module: nn.Module) -> tuple[torch.Tensor, np.ndarray]:
+    """Flat positions of ``module``'s surviving weights and their values (float32 numpy, on the CPU)."""
+    positions = torch.nonzero(survivors(module).flatten()).flatten()
+    return positions, module.weight.detach().flatten()[positions].cpu().numpy()
+
+
+def layer_kmeans(values: np.ndarray, bits: int, cfg: QuantizeConfig, layer_index: int) -> KMeans1D:
+    """The k-means that shares one layer's surviving ``values`` into ``2**bits`` centroids, seeded by
+    ``cfg.seed`` and the layer's position among the selected layers (so a scan sees what ``quantize_`` does)."""
+    return KMeans1D(2**bits, init=cfg.init, max_iter=cfg.max_iter, tol=cfg.tol, seed=[cfg.seed, layer_index]).fit(values)
+
+
 def quantize_(model: nn.Module, cfg: QuantizeConfig | None = None) -> nn.Module:
     """Share weights in every selected layer of ``model`` in place; returns ``model``.
 
@@ -60,12 +72,9 @@ def quantize_(model: nn.Module, cfg: QuantizeConfig | None = None) -> nn.Module:
     for index, (name, module) in enumerate(layers):
         bits = check_bits(per_layer(cfg.bits, name, "bits"), f"bits of layer {name!r}")
         weight = module.weight.detach()
-        mask = survivors(module).flatten()
-        positions = torch.nonzero(mask).flatten()
-        values = weight.flatten()[positions].cpu().numpy()
+        positions, values = surviving_values(module)
         if values.size:
-            km = KMeans1D(2**bits, init=cfg.init, max_iter=cfg.max_iter, tol=cfg.tol, seed=[cfg.seed, index])
-            km.fit(values)
+            km = layer_kmeans(values, bits, cfg, index)
             codebook = torch.from_numpy(km.centroids_)
             codes = torch.from_numpy(km.labels_.astype(np.int64))
         else:

@@ -19,9 +19,8 @@ from tqdm.auto import tqdm
 
 from deepcompress.allocate import Option, greedy_allocate, monotone_costs
 from deepcompress.layers import select_layers
-from deepcompress.quantize.apply import survivors
+from deepcompress.quantize.apply import layer_kmeans, surviving_values
 from deepcompress.quantize.config import QuantizeConfig
-from deepcompress.quantize.kmeans import KMeans1D
 
 
 def bits_scan(
@@ -39,13 +38,12 @@ def bits_scan(
     for index, (name, module) in enumerate(layers):
         weight = module.weight
         original = weight.detach().clone()
-        positions = torch.nonzero(survivors(module).flatten()).flatten()
-        values = original.flatten()[positions].cpu().numpy()
+        positions, values = surviving_values(module)
         accuracies: list[float] = []
         try:
             for bits in widths:
                 if values.size:
-                    km = KMeans1D(2**bits, init=cfg.init, max_iter=cfg.max_iter, tol=cfg.tol, seed=[cfg.seed, index]).fit(values)
+                    km = layer_kmeans(values, bits, cfg, index)
                     shared = torch.from_numpy(km.centroids_[km.labels_]).to(original.device, original.dtype)
                     with torch.no_grad():
                         weight.view(-1)[positions.to(weight.device)] = shared
