@@ -109,8 +109,10 @@ def compress(
     def validation_accuracy(m: nn.Module) -> float:
         return evaluate(m, validation, device=device)["accuracy"]
 
-    # the model is still the reference here (a resumed run restores its progress below)
-    reference_validation = validation_accuracy(model) if uses_validation(cfg) else None
+    # the model is still the reference here (a resumed run restores its progress below); only the
+    # automatic pruning plan compares against it
+    auto_prune = cfg.prune is not None and cfg.prune.method is PruneMethod.AUTO
+    reference_validation = validation_accuracy(model) if auto_prune else None
 
     def record(stage: str, start: float, **details: Any) -> None:
         stages.append(StageResult(stage, accuracy(model), time.perf_counter() - start, details))
@@ -147,9 +149,7 @@ def compress(
                         cfg.seed + round_index, prune_cfg.weight_decay, f"retrain round {round_index + 1}",
                         on_optimizer=lambda opt: keep_pruned_zero(opt, m))
 
-        plan = None
-        if prune_cfg.method is PruneMethod.AUTO:
-            plan = SensitivityPlanner(prune_cfg, validation_accuracy, reference_validation)
+        plan = SensitivityPlanner(prune_cfg, validation_accuracy, reference_validation) if auto_prune else None
 
         def round_end(done: int, history: list[dict[str, Any]]) -> None:
             if plan is not None and done - 1 in plan.rounds:
@@ -204,9 +204,9 @@ def split_validation(
     train: tuple[torch.Tensor, torch.Tensor], cfg: PipelineConfig
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """``(retraining, validation)`` images: the last ``cfg.validation_images`` training images are held
-    out of retraining when automatic choices need them, so the test set never steers a choice. (The
-    reference model was trained on them, so they are not fully unseen; the scans use accuracy
-    *differences*, which this bias affects little.) Without automatic choices nothing is held out."""
+    out of retraining when automatic choices need them, so the test set never steers a choice. (A
+    reference trained on them scores too well on them, which the automatic pruning's ``tolerance``,
+    measured against that score, has to absorb.) Without automatic choices nothing is held out."""
     if not uses_validation(cfg):
         return train, (train[0][:0], train[1][:0])
     images, labels = train

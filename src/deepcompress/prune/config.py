@@ -189,8 +189,8 @@ class PruneConfig:
         if self.method is PruneMethod.AUTO:
             raise ConfigError(
                 "prune.method 'auto' has no fixed target: each round's is planned from a sensitivity scan; "
-                "run it through deepcompress.prune.iterative_prune_(..., plan=SensitivityPlanner(cfg, evaluate)) "
-                "or the pipeline"
+                "run it through deepcompress.prune.iterative_prune_(..., "
+                "plan=SensitivityPlanner(cfg, evaluate, reference_accuracy)) or the pipeline"
             )
         final = self.quality if self.method is PruneMethod.STD else self.sparsity
         if round_index is None:

@@ -69,8 +69,8 @@ def iterative_prune_(
     """
     if (cfg.method is PruneMethod.AUTO) != (plan is not None):
         raise ConfigError(
-            "iterative_prune_: method 'auto' needs a plan (e.g. SensitivityPlanner(cfg, evaluate)) and other "
-            f"methods take none; got method {cfg.method.value!r} with plan={plan!r}"
+            "iterative_prune_: method 'auto' needs a plan (e.g. SensitivityPlanner(cfg, evaluate, "
+            f"reference_accuracy)) and other methods take none; got method {cfg.method.value!r} with plan={plan!r}"
         )
     history: list[dict[str, Any]] = []
     for round_index in tqdm(range(start_round, cfg.rounds), desc="prune rounds", disable=not progress):
