@@ -53,23 +53,25 @@ def available_backends() -> list[str]:
     return names + ([Backend.NUMBA.value] if kernels.HAVE_NUMBA else []) + [Backend.TORCH.value]
 
 
+# The kernels behind each compiled backend: (batch 1, batch > 1).
+_KERNELS = {
+    Backend.SIMD: (kernels.simd_spmv, kernels.simd_spmm),
+    Backend.NUMBA: (kernels.spmv, kernels.spmm),
+}
+
+
+def _product(backend: Backend, batched: bool, packed: PackedCodebookCSR, x: np.ndarray, out: np.ndarray) -> None:
+    if backend not in _KERNELS:
+        raise ValueError(f"expected backend 'simd' or 'numba' from resolve(), got {backend!r}")
+    kernel = _KERNELS[backend][batched]
+    kernel(packed.ptr, packed.words, packed.codebook, packed.n_blocks, packed.code_bits, packed.col_bits, x, out)
+
+
 def spmv(backend: Backend, packed: PackedCodebookCSR, x: np.ndarray, out: np.ndarray) -> None:
     """``out = W @ x`` for contiguous float32 ``x (cols,)`` and ``out (rows,)`` on ``simd`` or ``numba``."""
-    args = (packed.ptr, packed.words, packed.codebook, packed.n_blocks, packed.code_bits, packed.col_bits, x, out)
-    if backend is Backend.SIMD:
-        kernels.simd_spmv(*args)
-    elif backend is Backend.NUMBA:
-        kernels.spmv(*args)
-    else:
-        raise ValueError(f"expected backend 'simd' or 'numba' from resolve(), got {backend!r}")
+    _product(backend, False, packed, x, out)
 
 
 def spmm(backend: Backend, packed: PackedCodebookCSR, x: np.ndarray, out: np.ndarray) -> None:
     """``out = W @ x`` for C-contiguous float32 ``x (cols, n)`` and ``out (rows, n)`` on ``simd`` or ``numba``."""
-    args = (packed.ptr, packed.words, packed.codebook, packed.n_blocks, packed.code_bits, packed.col_bits, x, out)
-    if backend is Backend.SIMD:
-        kernels.simd_spmm(*args)
-    elif backend is Backend.NUMBA:
-        kernels.spmm(*args)
-    else:
-        raise ValueError(f"expected backend 'simd' or 'numba' from resolve(), got {backend!r}")
+    _product(backend, True, packed, x, out)
