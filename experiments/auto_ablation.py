@@ -34,9 +34,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from deepcompress.atomic import atomic_write_text  # noqa: E402
+from common import write_json  # noqa: E402
+
 from deepcompress.config import PipelineConfig, tomllib  # noqa: E402
-from deepcompress.pipeline import compress, write_report  # noqa: E402
+from deepcompress.pipeline import compress  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 # The paper's per-layer densities and weight bits (Tables 2-3; PAPER_FACTS.md) and reference errors.
@@ -88,11 +89,8 @@ def run_variant(name: str, data: dict[str, Any], out_dir: Path, stem: str, progr
             return report
     started = time.perf_counter()
     result = compress(cfg, out, progress=progress, log=lambda line: print(f"{name}: {line}", flush=True))
-    write_report(result, out)
-    report = result.to_dict()
-    report["wall_seconds"] = round(time.perf_counter() - started, 1)
-    atomic_write_text(report_path, json.dumps(report, indent=2, default=float) + "\n")
-    return report
+    write_json(report_path, result.to_dict(), started)
+    return json.loads(report_path.read_text())
 
 
 def summarize(name: str, what: str, report: dict[str, Any]) -> dict[str, Any]:
@@ -163,11 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "model": args.model, "dataset": args.dataset, "paper_reference_error": paper_error,
         "prune_budget": args.prune_budget, "tolerance": args.tolerance, "bits_budget": args.bits_budget, "variants": rows,
-        "wall_seconds": round(time.perf_counter() - started, 1), "command": " ".join(["python", *sys.argv]),
     }
-    atomic_write_text(args.out / f"{stem}.json", json.dumps(result, indent=2, default=float) + "\n")
+    write_json(args.out / f"{stem}.json", result, started)
     plot(rows, paper_error, f"{args.model} / {args.dataset}: what each change bought", args.out / f"{stem}.png")
-    print(f"wrote {args.out / stem}.json and .png")
+    print(f"wrote {args.out / stem}.png")
     return 0
 
 

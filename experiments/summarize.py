@@ -68,6 +68,11 @@ def bits_table(label: str, bits: list[int], rows: dict[str, list[str]]) -> list[
     ]
 
 
+def kept_per_layer(sparsity: list[dict]) -> str:
+    """A ``sparsity_report`` as "fc1 8%, fc2 9%, ..." (the total row left out)."""
+    return ", ".join(f"{row['layer']} {row['kept_pct']:.0f}%" for row in sparsity if row["layer"] != "total")
+
+
 def pct_cells(values: list[float]) -> list[str]:
     return [f"{100 * v:.2f}" for v in values]
 
@@ -109,7 +114,7 @@ def figures() -> list[str]:
         *bits_table("layers quantized", bits["bits"], {k: pct_cells(v) for k, v in bits["accuracy"].items()}),
     ]
     retrained = load("bits_lenet5_retrained.json")
-    kept = ", ".join(f"{row['layer']} {row['kept_pct']:.0f}%" for row in retrained["sparsity"] if row["layer"] != "total")
+    kept = kept_per_layer(retrained["sparsity"])
     lines += [
         "",
         (f"Same sweep with the pruned model retrained ({retrained['prune_rounds']} prune rounds x "
@@ -130,7 +135,7 @@ def figures() -> list[str]:
         *bits_table("init", init["bits"], {k: pct_cells(v) for k, v in init["accuracy"].items()}),
     ]
     retrained = load("init_vs_bits_lenet300_retrained.json")
-    kept = ", ".join(f"{row['layer']} {row['kept_pct']:.0f}%" for row in retrained["sparsity"] if row["layer"] != "total")
+    kept = kept_per_layer(retrained["sparsity"])
     lines += [
         "",
         (f"Same sweep on a pruned and retrained model (kept {kept}; {retrained['prune_rounds']} prune rounds x "
