@@ -13,7 +13,7 @@ from typing import Any
 
 from common import Sweep, accuracy_on, parse_args, reference, test_data
 
-from deepcompress.layers import select_layers
+from deepcompress.selection import select_layers
 from deepcompress.prune import format_sensitivity, plot_sensitivity, sensitivity_scan
 
 MODELS = ("lenet300", "lenet5")

@@ -22,7 +22,7 @@ from common import Sweep, accuracy_on, parse_args, reference, test_data
 from deepcompress.coding import count_fillers
 from deepcompress.format import to_bytes
 from deepcompress.format.inspect import inspect_bytes
-from deepcompress.layers import select_layers
+from deepcompress.selection import select_layers
 from deepcompress.prune import PruneConfig, get_masks, prune_
 from deepcompress.quantize import QuantizeConfig, export_compressed, quantize_
 

@@ -185,7 +185,7 @@ def test_exact_error_messages() -> None:
     data = GOLDEN.read_bytes()
     cases = [
         (b"PK\x03\x04" + data[4:], "expected magic b'DCZ\\x00', got b'PK\\x03\\x04'; not a deepcompress file (section 'preamble', byte offset 0)"),
-        (data[:4] + struct.pack("<H", 9) + data[6:], "unsupported format version 9; this reader reads version 1 (section 'preamble', byte offset 4)"),
+        (data[:4] + struct.pack("<H", 9) + data[6:], "unsupported format version 9; this reader reads versions [1, 2] (section 'preamble', byte offset 4)"),
         (data[:10], "file is 10 bytes, shorter than the 16-byte preamble (section 'preamble', byte offset 10)"),
         (data[:6] + struct.pack("<H", 3) + data[8:], "unknown flags 0x0003; this reader knows only bit 0 (deflated header) (section 'preamble', byte offset 6)"),
         (data[:8] + struct.pack("<I", 2**32 - 1) + data[12:], f"header length {2**32 - 1} exceeds the limit {spec.MAX_HEADER_BYTES} (section 'preamble', byte offset 8)"),

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from deepcompress.errors import ConfigError
-from deepcompress.models import build_model, count_parameters
+from deepcompress import models
+from deepcompress.models import build_model, count_parameters, register_model
 
 
 @pytest.mark.parametrize(
@@ -27,3 +28,27 @@ def test_big_models_have_imagenet_parameter_counts() -> None:
 def test_unknown_model_lists_known_names() -> None:
     with pytest.raises(ConfigError, match=r"unknown model 'resnet'; expected one of \['alexnet', 'lenet300', 'lenet5', 'vgg16'\]"):
         build_model("resnet")
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """A private copy of the registry, so registrations do not leak into other tests."""
+    monkeypatch.setattr(models, "MODELS", dict(models.MODELS))
+    return models.MODELS
+
+
+def test_register_model_makes_a_name_buildable(registry: dict[str, object]) -> None:
+    register_model("tiny", lambda width=2: torch.nn.Linear(3, width))
+    assert build_model("tiny", width=5).out_features == 5
+    register_model("tiny", lambda: torch.nn.Linear(3, 1))  # a user's own name may be registered again
+    assert build_model("tiny").out_features == 1
+
+
+def test_register_model_rejects_bad_input(registry: dict[str, object]) -> None:
+    with pytest.raises(TypeError, match=r"^register_model: expected a callable returning an nn.Module, got int$"):
+        register_model("tiny", 3)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^register_model: 'lenet5' is a built-in model; register yours under another name$"):
+        register_model("lenet5", torch.nn.Linear)
+    with pytest.raises(ConfigError, match=r"^register_model: expected a non-empty name without ':' or surrounding spaces, got 'my:net'$"):
+        register_model("my:net", torch.nn.Linear)
+    assert sorted(registry) == ["alexnet", "lenet300", "lenet5", "vgg16"]

@@ -172,7 +172,7 @@ def test_masks_travel_in_state_dict() -> None:
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
     with pytest.raises(ConfigError) as info:
         set_masks_(fresh, {"1": masks["0"]})
-    assert str(info.value) == "mask for '1': expected the name of a Linear or Conv2d layer, one of ['0', '3', '6']"
+    assert str(info.value) == "mask for '1': expected the name of a weight layer, one of ['0', '3', '6']"
     with pytest.raises(ConfigError) as info:
         set_masks_(fresh, {"0": masks["3"]})
     assert str(info.value) == "mask for '0': expected a bool tensor of shape (20, 10), got torch.bool (20, 20)"
@@ -218,15 +218,16 @@ def test_no_prunable_layer_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         prune_(nn.Sequential(nn.ReLU(), nn.Dropout()), PruneConfig())
     assert str(info.value) == (
-        "model Sequential has no prunable layer of types ['linear', 'conv2d']; "
-        "deepcompress compresses nn.Linear and nn.Conv2d weights"
+        "model Sequential has no weight layer; deepcompress compresses the weights of the layer kinds "
+        "['linear', 'conv1d', 'conv2d', 'conv3d', 'embedding', 'embedding_bag', 'hf_conv1d'] "
+        "(register a LayerHandler for other modules)"
     )
 
 
 def test_pattern_matching_nothing_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         prune_(mlp(), PruneConfig(patterns=("conv*",)))
-    assert str(info.value) == "layer pattern 'conv*' matches no layer; layers are ['0', '3', '6']"
+    assert str(info.value) == "layer pattern 'conv*' matches no weight layer; weight layers are ['0', '3', '6']"
     with pytest.raises(ConfigError) as info:
         prune_(mlp(), PruneConfig(quality={"fc9": 1.0, "*": 0.5}))
     assert str(info.value) == "prune.quality pattern 'fc9' matches no selected layer; selected layers are ['0', '3', '6']"

@@ -56,7 +56,7 @@ def test_quality_ramps_linearly() -> None:
         ({"quality": {}}, "prune.quality: expected a number or a non-empty mapping of layer patterns, got {}"),
         ({"method": "l1"}, "prune.method: expected one of ['std', 'sparsity', 'global', 'auto'], got 'l1'"),
         ({"bias": "prune"}, "prune.bias: expected one of ['keep'], got 'prune'"),
-        ({"types": ("linear", "lstm")}, "prune.types: expected a non-empty subset of ['conv2d', 'linear'], got ['linear', 'lstm']"),
+        ({"types": ("linear", "lstm")}, "prune.types: unknown layer kinds ['lstm']; expected a subset of ['linear', 'conv1d', 'conv2d', 'conv3d', 'embedding', 'embedding_bag', 'hf_conv1d']"),
         ({"patterns": "fc*"}, "prune.patterns: expected a non-empty sequence of layer-name patterns or None (all layers), got 'fc*'"),
         ({"rounds": 0}, "prune.rounds: expected an integer >= 1, got 0"),
         ({"epochs_per_round": -1}, "prune.epochs_per_round: expected an integer >= 0, got -1"),
@@ -81,6 +81,6 @@ def test_from_dict_names_unknown_keys() -> None:
         PruneConfig.from_dict({"sparsity": 0.5, "bogus": 1, "alpha": 2})
     assert str(info.value) == (
         "prune: unknown keys ['alpha', 'bogus']; allowed keys are ['method', 'quality', 'sparsity', 'types', "
-        "'patterns', 'bias', 'rounds', 'epochs_per_round', 'lr_factor', 'weight_decay', 'adjust_dropout', "
+        "'patterns', 'ignore', 'bias', 'rounds', 'epochs_per_round', 'lr_factor', 'weight_decay', 'adjust_dropout', "
         "'ramp', 'budget', 'tolerance', 'max_sparsity']"
     )

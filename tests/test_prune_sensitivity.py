@@ -102,5 +102,5 @@ def test_bad_input() -> None:
         sensitivity_scan(model, lambda m: 1.0, fractions=(0.5, 1.0), progress=False)
     with pytest.raises(ValueError, match=r"evaluate must return an accuracy in \[0, 1\], got 98.5"):
         sensitivity_scan(model, lambda m: 98.5, progress=False)
-    with pytest.raises(ConfigError, match="layer pattern 'fc' matches no layer"):
+    with pytest.raises(ConfigError, match="layer pattern 'fc' matches no weight layer"):
         sensitivity_scan(model, lambda m: 1.0, patterns=("fc",), progress=False)

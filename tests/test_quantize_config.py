@@ -56,7 +56,7 @@ def test_unknown_init_lists_the_four() -> None:
         ({"tol": float("nan")}, "expected tol to be a finite number >= 0.0, got nan"),
         ({"lr": 0.0}, "expected lr to be a finite number > 0.0, got 0.0"),
         ({"epochs": -1}, "expected epochs to be an integer >= 0, got -1"),
-        ({"types": ["dense"]}, "unknown layer type 'dense'; expected one of \\['conv2d', 'linear'\\]"),
+        ({"types": ["dense"]}, "quantize.types: unknown layer kinds \\['dense'\\]"),
     ],
 )
 def test_other_bad_values(kwargs: dict, message: str) -> None:

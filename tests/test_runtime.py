@@ -214,5 +214,5 @@ def test_to_sparse_module_errors() -> None:
     partial.extras = {"fc3.weight": np.zeros((10, 100), np.float32), "fc3.bias": np.zeros(10, np.float32)}
     assert isinstance(to_sparse_module(partial).fc3, torch.nn.Linear)
     wrong = CompressedModel("lenet300", [random_layer((300, 784), 0.1, rng, name="fc9")] + cm.layers[1:])
-    with pytest.raises(CheckpointError, match="compressed layer 'fc9' is not a submodule of 'lenet300'"):
+    with pytest.raises(CheckpointError, match="compressed layer 'fc9' is not a submodule of LeNet300"):
         to_sparse_module(wrong)

@@ -5,7 +5,9 @@ pure function of a :class:`CompressedModel`, so those stages are tested without 
 
 A layer's weight tensor is flattened in row-major (C) order -- for a Linear layer of shape
 ``(out, in)`` that is one row per output neuron, i.e. CSR order; a Conv2d kernel
-``(out, in, kh, kw)`` is flattened the same way, as the paper does (section 2). Only the surviving
+``(out, in, kh, kw)`` is flattened the same way, as the paper does (section 2); an embedding table's
+rows are its CSR rows. Which modules are layers, and their ``kind``, is the layer handlers' business
+(:mod:`deepcompress.handlers`). Only the surviving
 (nonzero) weights are stored: ``positions`` are their flat indices, ascending, and ``codes`` their
 cluster indices into ``codebook`` (paper section 3). A decoded weight is exactly
 ``codebook[codes]`` at ``positions`` and 0.0 elsewhere.
@@ -18,8 +20,11 @@ from typing import Any
 
 import numpy as np
 
-LAYER_KINDS = ("linear", "conv2d")
+from deepcompress.handlers import known_kinds
+
 BIAS_DTYPES = ("float32", "float16")
+EXTRA_DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+"""numpy dtypes an uncompressed tensor may have (a bfloat16 tensor is widened to float32, exactly)."""
 
 
 @dataclass
@@ -28,7 +33,7 @@ class CompressedLayer:
 
     Attributes:
         name: the module's qualified name in the model (``"fc1"``, ``"features.0"``).
-        kind: ``"linear"`` or ``"conv2d"``.
+        kind: the layer handler's kind (``"linear"``, ``"conv2d"``, ``"embedding"``, ...).
         shape: the dense weight shape.
         codebook: float32 centroids, ``len(codebook) <= 2**weight_bits``.
         positions: int64 flat (row-major) indices of the nonzero weights, strictly ascending.
@@ -76,8 +81,8 @@ class CompressedLayer:
     def validate(self) -> None:
         """Raise ``ValueError`` naming this layer if its arrays are inconsistent."""
         where = f"layer {self.name!r}"
-        if self.kind not in LAYER_KINDS:
-            raise ValueError(f"{where}: expected kind in {LAYER_KINDS}, got {self.kind!r}")
+        if self.kind not in known_kinds():
+            raise ValueError(f"{where}: expected kind in {known_kinds()}, got {self.kind!r}")
         if not 1 <= self.weight_bits <= 16:
             raise ValueError(f"{where}: expected weight_bits in 1..16, got {self.weight_bits}")
         if not 1 <= self.index_bits <= 16:
@@ -118,15 +123,35 @@ class CompressedLayer:
         flat[self.positions] = self.codebook[self.codes]
         return flat.reshape(self.shape)
 
+    def transposed(self) -> "CompressedLayer":
+        """The same 2-D weight transposed, as a ``"linear"`` layer (for layers stored as (in, out),
+        such as Hugging Face's ``Conv1D``, whose runtime is a Linear's)."""
+        if len(self.shape) != 2:
+            raise ValueError(f"layer {self.name!r}: expected a 2-D weight to transpose, got shape {self.shape}")
+        rows, cols = self.shape
+        new_positions = (self.positions % cols) * rows + self.positions // cols
+        order = np.argsort(new_positions, kind="stable")
+        return CompressedLayer(
+            name=self.name, kind="linear", shape=(cols, rows), codebook=self.codebook, positions=new_positions[order],
+            codes=self.codes[order], bias=self.bias, weight_bits=self.weight_bits, index_bits=self.index_bits,
+            bias_dtype=self.bias_dtype,
+        )
+
 
 @dataclass
 class CompressedModel:
     """A whole compressed network.
 
     Attributes:
-        model_name: registry name of the architecture (see :mod:`deepcompress.models`).
+        model_name: registry name of a built-in or registered architecture (see
+            :mod:`deepcompress.models`), else the model's class name.
         layers: the compressed layers, in the model's parameter order.
-        extras: every other state-dict tensor (float32 numpy arrays), stored uncompressed.
+        extras: every other state-dict tensor, stored exactly (numpy arrays of an ``EXTRA_DTYPES``
+            dtype): biases of layers left uncompressed, BatchNorm/LayerNorm parameters and statistics.
+        tied: ``{state-dict key: key it is tied to}`` for a weight that another module holds too
+            (an output layer sharing the embedding); stored once, restored to both keys.
+        arch: how to rebuild the architecture without the caller's module
+            (:class:`deepcompress.sources.ArchRecord` as a dict), or ``None``.
         metadata: JSON-serialisable facts (dataset, input normalisation, accuracies, config).
     """
 
@@ -134,6 +159,17 @@ class CompressedModel:
     layers: list[CompressedLayer]
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    tied: dict[str, str] = field(default_factory=dict)
+    arch: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        for name, array in self.extras.items():
+            if np.asarray(array).dtype.name not in EXTRA_DTYPES:
+                raise ValueError(f"extra {name!r}: expected a dtype in {EXTRA_DTYPES}, got {np.asarray(array).dtype}")
+        keys = {f"{layer.name}.weight" for layer in self.layers} | set(self.extras)
+        for key, source in self.tied.items():
+            if source not in keys or key in keys:
+                raise ValueError(f"tied {key!r} -> {source!r}: expected a new key tied to a stored tensor")
 
     def layer(self, name: str) -> CompressedLayer:
         """Return the layer called ``name``; ``KeyError`` lists the known names."""
@@ -150,13 +186,18 @@ class CompressedModel:
             if layer.bias is not None:
                 state[f"{layer.name}.bias"] = layer.bias
         state.update(self.extras)
+        for key, source in self.tied.items():
+            state[key] = state[source]
         return state
 
     @property
     def dense_bytes(self) -> int:
-        """Size of the uncompressed fp32 model: every weight, bias and extra tensor at 4 bytes."""
+        """Size of the uncompressed model: every weight, bias and floating-point extra at fp32, integer
+        and bool extras at their own width (an int64 BatchNorm counter at 8 bytes); a tied tensor counts
+        once, as a checkpoint stores it."""
         total = 0
         for layer in self.layers:
             total += 4 * layer.numel + (4 * layer.bias.size if layer.bias is not None else 0)
-        total += sum(4 * int(np.asarray(t).size) for t in self.extras.values())
+        for array in map(np.asarray, self.extras.values()):
+            total += (4 if array.dtype.kind == "f" else array.itemsize) * int(array.size)
         return total

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from deepcompress.errors import ConfigError
-from deepcompress.layers import per_layer, select_layers
+from deepcompress.selection import per_layer, select_layers, weight_layers
 from deepcompress.prune.apply import adjust_dropout_, get_masks, prune_, set_masks_
 from deepcompress.prune.config import PruneConfig
 from deepcompress.quantize.apply import quantize_, quantized_layers
@@ -66,14 +66,9 @@ def _broadcast_ints(values: list[int], src: int, device: torch.device) -> list[i
 
 
 def _layer_indices(model: nn.Module, names: list[str]) -> list[int]:
-    """Position of each named layer among the model's Linear/Conv2d layers (identical on every rank)."""
-    order = {name: i for i, (name, _) in enumerate(_all_layers(model))}
+    """Position of each named layer among the model's weight layers (identical on every rank)."""
+    order = {name: i for i, (name, _) in enumerate(weight_layers(model))}
     return [order[name] for name in names]
-
-
-def _all_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Every Linear/Conv2d layer, weight-shared ones included (``parametrize`` subclasses them)."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
 def broadcast_masks_(model: nn.Module, src: int = 0) -> nn.Module:
@@ -86,7 +81,7 @@ def broadcast_masks_(model: nn.Module, src: int = 0) -> nn.Module:
         return model
     _check_src(src)
     device = _comm_device()
-    layers = _all_layers(model)
+    layers = weight_layers(model)
     mine = get_masks(model)
     count = _broadcast_ints([len(mine)], src, device)[0]
     indices = _broadcast_ints(_layer_indices(model, list(mine)) if dist.get_rank() == src else [0] * count, src, device)
@@ -110,7 +105,7 @@ def broadcast_quantization_(model: nn.Module, src: int = 0) -> nn.Module:
     _check_src(src)
     device = _comm_device()
     rank = dist.get_rank()
-    layers = _all_layers(model)
+    layers = weight_layers(model)
     shared = {name: (module, sw) for name, module, sw in quantized_layers(model)}
     count = _broadcast_ints([len(shared)], src, device)[0]
     indices = _broadcast_ints(_layer_indices(model, list(shared)) if rank == src else [0] * count, src, device)
@@ -173,6 +168,6 @@ def quantize_once_(model: nn.Module, cfg: QuantizeConfig | None = None, src: int
     if dist.get_rank() == src:
         quantize_(model, cfg)
     else:  # the same validation quantize_ does on src, so a bad config fails on every rank
-        for name, _ in select_layers(model, cfg.types, cfg.patterns):
+        for name, _ in select_layers(model, cfg.types, cfg.patterns, cfg.ignore):
             per_layer(cfg.bits, name, "bits")
     return broadcast_quantization_(model, src)

@@ -1,4 +1,4 @@
-"""The paper's networks, exactly as in Caffe, and a registry by name.
+"""The paper's networks, exactly as in Caffe, and a registry by name that users can extend.
 
 LeNet-300-100 and LeNet-5 follow Caffe's MNIST examples (LeNet-5 has no activation after its
 convolutions); AlexNet and VGG-16 have ImageNet shapes and serve the scale work (paper Tables 4-5).
@@ -107,6 +107,25 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "alexnet": AlexNet,
     "vgg16": VGG16,
 }
+
+#: The names shipped with deepcompress; ``register_model`` may not replace them.
+BUILTIN_MODELS = frozenset(MODELS)
+
+
+def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
+    """Make ``factory`` buildable by ``name`` in this process (``model = "name"`` in a config).
+
+    For architectures defined in the caller's own code: a registered name is stored in a compressed
+    file like a built-in one, so a later process must register it again before rebuilding from the file.
+    Registering a name again replaces the earlier factory; built-in names cannot be replaced.
+    """
+    if not isinstance(name, str) or not name or ":" in name or name != name.strip():
+        raise ConfigError(f"register_model: expected a non-empty name without ':' or surrounding spaces, got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"register_model: expected a callable returning an nn.Module, got {type(factory).__name__}")
+    if name in BUILTIN_MODELS:
+        raise ConfigError(f"register_model: {name!r} is a built-in model; register yours under another name")
+    MODELS[name] = factory
 
 
 def build_model(name: str, **kwargs: object) -> nn.Module:

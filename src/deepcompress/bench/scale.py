@@ -38,7 +38,7 @@ from deepcompress.compressed import CompressedLayer, CompressedModel
 from deepcompress.decode import empty_model, to_dense_module
 from deepcompress.errors import ConfigError
 from deepcompress.format import inspect_file, load_compressed, save
-from deepcompress.layers import layer_kind, select_layers
+from deepcompress.selection import layer_kind, select_layers
 from deepcompress.prune.masks import count_to_prune
 from deepcompress.quantize import KMeans1D
 
@@ -332,7 +332,7 @@ def run_scale_benchmark(
     loaded = load_compressed(out_path)
     stages["read_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    decoded = to_dense_module(loaded, device)
+    decoded = to_dense_module(loaded, device=device)
     if decoded.state_dict()[f"{loaded.layers[-1].name}.weight"].is_cuda:
         torch.cuda.synchronize()
     stages["decode_dense_s"] = time.perf_counter() - start

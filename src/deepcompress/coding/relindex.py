@@ -81,7 +81,8 @@ def decode_positions(symbols: np.ndarray, index_bits: int, numel: int) -> np.nda
         n = _decode_kernel(sym, m, out)
         if n < 0:
             raise ValueError(f"expected index symbols in 0..{m}, got values in {int(sym.min())}..{int(sym.max())}")
-        positions = out[:n]
+        # a copy when fillers took room, so the layer does not keep a buffer sized for every symbol
+        positions = out if n == out.size else out[:n].copy()
         if sym[-1] == m:
             raise ValueError("index stream ends with a filler symbol; expected it to end with a weight")
     else:

@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from deepcompress.format import spec
-from deepcompress.format.reader import parse_layout
+from deepcompress.format.reader import Layout, parse_layout
 
 
 def _pct(part: float, whole: float) -> float:
@@ -55,9 +55,9 @@ def inspect_bytes(data: bytes) -> dict[str, Any]:
                 "dense_bias_bytes": 4 * entry["shape"][0] if "bias" in entry else 0,
             }
         )
-    extras = [spec.extra_unit(e["name"]) for e in layout.header.get("extras", [])]
-    extras_bytes = sum(layout.sections[spec.section_name(u, p)].length for u in extras for p in (*spec.EXTRA_PARTS, spec.CRC_PART))
-    extras_dense = sum(layout.sections[spec.section_name(u, "data")].length for u in extras)
+    extras = [_extra_row(layout, e) for e in layout.header.get("extras", [])]
+    extras_bytes = sum(e["bytes"] for e in extras)
+    extras_dense = sum(e["dense_bytes"] for e in extras)
     dense_weights = 4 * sum(r["weights"] for r in rows)
     dense_bytes = dense_weights + sum(r.pop("dense_bias_bytes") for r in rows) + extras_dense
     nnz = sum(r["nnz"] for r in rows)
@@ -81,8 +81,24 @@ def inspect_bytes(data: bytes) -> dict[str, Any]:
         "ratio": dense_bytes / layout.file_bytes,
         "header_bytes": layout.header_bytes,
         "extras_bytes": extras_bytes,
+        "extras": extras,
         "layers": rows,
         "total": total,
+    }
+
+
+def _extra_row(layout: Layout, entry: dict[str, Any]) -> dict[str, Any]:
+    """An uncompressed tensor: name, shape, stored dtype, its bytes in the file (CRC-32 included) and
+    dense (floating point at fp32, integers and bools at their width, as ``CompressedModel.dense_bytes``)."""
+    unit = spec.extra_unit(entry["name"])
+    dtype = entry.get("dtype", "f4")
+    elements = math.prod(entry["shape"])
+    return {
+        "name": entry["name"],
+        "shape": entry["shape"],
+        "dtype": dtype,
+        "bytes": sum(layout.sections[spec.section_name(unit, p)].length for p in (*spec.EXTRA_PARTS, spec.CRC_PART)),
+        "dense_bytes": elements * (4 if dtype.startswith("f") else int(dtype[1])),
     }
 
 

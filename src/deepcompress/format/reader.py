@@ -21,7 +21,8 @@ import numpy as np
 
 from deepcompress.coding import Coder, decode_positions, decode_stream
 from deepcompress.coding._jit import HAVE_NUMBA
-from deepcompress.compressed import LAYER_KINDS, CompressedLayer, CompressedModel
+from deepcompress.compressed import CompressedLayer, CompressedModel
+from deepcompress.handlers import known_kinds
 from deepcompress.errors import FormatError
 from deepcompress.format import spec
 
@@ -115,8 +116,8 @@ def _read_header(data: memoryview) -> tuple[dict[str, Any], int]:
     magic, version, flags, stored_len, header_crc = spec.PREAMBLE.unpack_from(data, 0)
     if magic != spec.MAGIC:
         raise FormatError(f"expected magic {spec.MAGIC!r}, got {bytes(magic)!r}; not a deepcompress file", section="preamble", offset=0)
-    if version != spec.VERSION:
-        raise FormatError(f"unsupported format version {version}; this reader reads version {spec.VERSION}", section="preamble", offset=4)
+    if version not in spec.READABLE_VERSIONS:
+        raise FormatError(f"unsupported format version {version}; this reader reads versions {list(spec.READABLE_VERSIONS)}", section="preamble", offset=4)
     if flags & ~spec.KNOWN_FLAGS:
         raise FormatError(f"unknown flags {flags:#06x}; this reader knows only bit 0 (deflated header)", section="preamble", offset=6)
     if stored_len > spec.MAX_HEADER_BYTES:
@@ -154,7 +155,7 @@ def _check_layer(layer: Any, i: int, size: int) -> tuple[str, list[tuple[str, in
     name = _get(layer, "name", str, f"layer #{i}")
     where = f"layer {name!r}"
     _keys(layer, *_LAYER_KEYS, where)
-    _choice(layer, "kind", LAYER_KINDS, where)
+    _choice(layer, "kind", known_kinds(), where)
     shape = _shape(layer, where)
     numel = math.prod(shape)
     if "attrs" in layer:
@@ -180,7 +181,11 @@ def _check_layer(layer: Any, i: int, size: int) -> tuple[str, list[tuple[str, in
 
 def _units(header: dict[str, Any], size: int) -> list[tuple[str, list[tuple[str, int]]]]:
     """Checksummed units in file order, each with its sections' names and exact lengths."""
-    _keys(header, {"model", "meta", "layers"}, {"extras"}, "header")
+    _keys(header, {"model", "meta", "layers"}, {"extras", "tied", "arch"}, "header")
+    if "arch" in header:
+        _get(header, "arch", dict, "header")
+    if "tied" in header and not all(isinstance(k, str) and isinstance(v, str) for k, v in _get(header, "tied", dict, "header").items()):
+        _bad("header: expected 'tied' to map tensor names to tensor names")
     _get(header, "model", str, "header")
     _get(header, "meta", dict, "header")
     layers = _get(header, "layers", list, "header")
@@ -197,23 +202,31 @@ def _units(header: dict[str, Any], size: int) -> list[tuple[str, list[tuple[str,
         _bad(f"{total} symbols exceed the limit {spec.MAX_TOTAL_SYMBOLS}")
     for i, extra in enumerate(extras):
         name = _get(extra, "name", str, f"extra #{i}")
-        _keys(extra, {"name", "shape"}, set(), f"extra {name!r}")
+        _keys(extra, {"name", "shape"}, {"dtype"}, f"extra {name!r}")
+        itemsize = np.dtype(spec.EXTRA_DTYPES[_choice(extra, "dtype", tuple(spec.EXTRA_DTYPES), f"extra {name!r}")]).itemsize if "dtype" in extra else 4
         unit = spec.extra_unit(name)
-        units.append((unit, list(zip(spec.EXTRA_PARTS, [4 * math.prod(_shape(extra, f"extra {name!r}"))]))))
+        units.append((unit, list(zip(spec.EXTRA_PARTS, [itemsize * math.prod(_shape(extra, f"extra {name!r}"))]))))
     names = [u for u, _ in units]
     if len(set(names)) != len(names):
         _bad(f"expected unique layer and extra names, got {sorted(n for n in names if names.count(n) > 1)}")
     return units
 
 
-def parse_layout(data: bytes | bytearray | memoryview) -> Layout:
-    """Check the preamble, the header and every unit's length and CRC-32; decode no stream."""
+def parse_layout(data: bytes | bytearray | memoryview, *, max_elements: int | None = None) -> Layout:
+    """Check the preamble, the header and every unit's length and CRC-32; decode no stream.
+
+    The header must also fit the decode budget (``spec.check_decode_budget``: symbols bounded by the
+    file's size, dense elements by ``max_elements``), so that decoding it cannot exhaust memory.
+    """
+    spec.check_max_elements(max_elements)
     data = memoryview(data).cast("B")
     size = len(data)
     header, header_end = _read_header(data)
+    units = _units(header, size)
+    spec.check_decode_budget(header["layers"], size, max_elements)
     offset = header_end
     sections: dict[str, Section] = {}
-    for unit, parts in _units(header, size):
+    for unit, parts in units:
         start = offset
         for part, length in parts + [(spec.CRC_PART, spec.CRC.size)]:
             name = spec.section_name(unit, part)
@@ -279,12 +292,15 @@ def _decode_layer(data: memoryview, layout: Layout, entry: dict[str, Any]) -> Co
     )
 
 
-def from_bytes(data: bytes | bytearray | memoryview) -> CompressedModel:
-    """Parse and decode a ``.dcz`` file's bytes; raises only :class:`FormatError` on bad input."""
+def from_bytes(data: bytes | bytearray | memoryview, *, max_elements: int | None = None) -> CompressedModel:
+    """Parse and decode a ``.dcz`` file's bytes; raises only :class:`FormatError` on bad input.
+
+    ``max_elements`` raises (or lowers) the decode budget for a trusted file (docs/SECURITY.md).
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected bytes, got {type(data).__name__}")
     view = memoryview(data).cast("B")
-    layout = parse_layout(view)
+    layout = parse_layout(view, max_elements=max_elements)
     entries = layout.header["layers"]
     if HAVE_NUMBA and len(entries) > 1:
         with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
@@ -294,11 +310,26 @@ def from_bytes(data: bytes | bytearray | memoryview) -> CompressedModel:
     extras = {}
     for extra in layout.header.get("extras", []):
         sec = layout.sections[spec.section_name(spec.extra_unit(extra["name"]), "data")]
-        extras[extra["name"]] = _floats(view, sec, "f4", tuple(extra["shape"]))
-    return CompressedModel(model_name=layout.header["model"], layers=layers, extras=extras, metadata=layout.header["meta"])
+        extras[extra["name"]] = _extra(view, sec, extra.get("dtype", "f4"), tuple(extra["shape"]))
+    header = layout.header
+    try:
+        return CompressedModel(model_name=header["model"], layers=layers, extras=extras, metadata=header["meta"],
+                               tied=header.get("tied", {}), arch=header.get("arch"))
+    except ValueError as exc:
+        raise FormatError(str(exc), section="header", offset=_HEADER) from None
 
 
-def load_compressed(path: "str | os.PathLike[str]") -> CompressedModel:
-    """Read a ``.dcz`` file; ``FileNotFoundError`` if missing, :class:`FormatError` if malformed."""
+def _extra(data: memoryview, section: Section, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """An extra tensor in its stored dtype (``f2`` widened to float32, as codebooks are)."""
+    raw = data[section.offset : section.offset + section.length]
+    array = np.frombuffer(raw, dtype=spec.EXTRA_DTYPES[dtype]).reshape(shape)
+    return array.astype(np.float32) if dtype == "f2" else array.astype(array.dtype.newbyteorder("="))
+
+
+def load_compressed(path: "str | os.PathLike[str]", *, max_elements: int | None = None) -> CompressedModel:
+    """Read a ``.dcz`` file; ``FileNotFoundError`` if missing, :class:`FormatError` if malformed.
+
+    ``max_elements`` raises the decode budget for a trusted file that declares more (docs/SECURITY.md).
+    """
     with open(path, "rb") as handle:
-        return from_bytes(handle.read())
+        return from_bytes(handle.read(), max_elements=max_elements)

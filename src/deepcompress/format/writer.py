@@ -55,7 +55,7 @@ def _layer(layer: CompressedLayer, coder: Coder) -> tuple[dict[str, Any], bytes]
     return entry, b"".join(parts + [index_blob, codes_blob])
 
 
-def assemble(header: dict[str, Any], units: list[bytes]) -> bytes:
+def assemble(header: dict[str, Any], units: list[bytes], version: int = spec.VERSION) -> bytes:
     """The file from a header object and the byte units it describes, each closed by its CRC-32.
 
     ``to_bytes`` builds the header; tests and the fuzzer call this directly to write files whose
@@ -69,7 +69,7 @@ def assemble(header: dict[str, Any], units: list[bytes]) -> bytes:
         raise ConfigError(f"header of {len(text)} bytes exceeds the {spec.MAX_HEADER_BYTES}-byte limit; shrink metadata")
     packer = zlib.compressobj(spec.DEFLATE_LEVEL, zlib.DEFLATED, spec.DEFLATE_WBITS, zdict=spec.HEADER_ZDICT)
     stored = packer.compress(text) + packer.flush()
-    head = spec.PREAMBLE.pack(spec.MAGIC, spec.VERSION, spec.FLAG_DEFLATED, len(stored), 0)[: spec.CRC_COVERED_PREAMBLE]
+    head = spec.PREAMBLE.pack(spec.MAGIC, version, spec.FLAG_DEFLATED, len(stored), 0)[: spec.CRC_COVERED_PREAMBLE]
     out = [head, spec.CRC.pack(zlib.crc32(stored, zlib.crc32(head))), stored]
     for unit in units:
         out += [unit, spec.CRC.pack(zlib.crc32(unit))]
@@ -93,9 +93,25 @@ def to_bytes(cm: CompressedModel, coder: "str | Coder" = Coder.AUTO) -> bytes:
         header["extras"] = []
         for name, tensor in cm.extras.items():
             arr = np.asarray(tensor)
-            header["extras"].append({"name": str(name), "shape": [int(s) for s in arr.shape]})
-            units.append(_floats(arr, "f4"))
-    return assemble(header, units)
+            entry: dict[str, Any] = {"name": str(name), "shape": [int(s) for s in arr.shape]}
+            dtype = spec.EXTRA_DTYPE_OF[arr.dtype.name]
+            if dtype != "f4":
+                entry["dtype"] = dtype
+            header["extras"].append(entry)
+            units.append(np.ascontiguousarray(arr, dtype=spec.EXTRA_DTYPES[dtype]).tobytes())
+    if cm.tied:
+        header["tied"] = dict(cm.tied)
+    if cm.arch is not None:
+        header["arch"] = cm.arch
+    return assemble(header, units, version=_version(header))
+
+
+def _version(header: dict[str, Any]) -> int:
+    """1 when the header uses nothing version 2 added (docs/FORMAT.md), else 2."""
+    newer = "tied" in header or "arch" in header
+    newer = newer or any(layer["kind"] not in spec.V1_KINDS for layer in header["layers"])
+    newer = newer or any("dtype" in extra for extra in header.get("extras", []))
+    return spec.VERSION if newer else 1
 
 
 def save(cm: CompressedModel, path: "str | os.PathLike[str]", coder: "str | Coder" = Coder.AUTO) -> int:

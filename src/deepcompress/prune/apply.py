@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from deepcompress.errors import ConfigError
-from deepcompress.layers import layer_kind, per_layer, select_layers
+from deepcompress.selection import FilterFn, layer_kind, per_layer, select_layers
 from deepcompress.prune.config import PruneConfig, PruneMethod
 from deepcompress.prune.masks import global_masks, sparsity_mask, std_mask
 
@@ -74,7 +74,7 @@ def set_masks_(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module
         module = modules.get(name)
         if module is None or layer_kind(module) is None:
             layers = [n for n, m in modules.items() if layer_kind(m) is not None]
-            raise ConfigError(f"mask for {name!r}: expected the name of a Linear or Conv2d layer, one of {layers}")
+            raise ConfigError(f"mask for {name!r}: expected the name of a weight layer, one of {layers}")
         _check_module(name, module)
         if tuple(mask.shape) != tuple(module.weight.shape) or mask.dtype != torch.bool:
             raise ConfigError(
@@ -107,8 +107,13 @@ def _new_masks(layers: list[tuple[str, nn.Module]], cfg: PruneConfig, target: An
     return masks
 
 
-def prune_(model: nn.Module, cfg: PruneConfig, round_index: int | None = None) -> nn.Module:
+def prune_(
+    model: nn.Module, cfg: PruneConfig, round_index: int | None = None, *, filter_fn: FilterFn | None = None
+) -> nn.Module:
     """Prune ``model``'s selected layers in place and return it.
+
+    The layers are those :func:`~deepcompress.selection.select_layers` picks from ``cfg.types``,
+    ``cfg.patterns``, ``cfg.ignore`` and, from Python, ``filter_fn(module, name) -> bool``.
 
     ``round_index`` (0-based) selects the ramped target of that round of ``cfg.rounds`` (see
     :class:`PruneConfig`); ``None`` applies the final target at once (one-shot pruning). Masks only
@@ -117,7 +122,7 @@ def prune_(model: nn.Module, cfg: PruneConfig, round_index: int | None = None) -
     """
     if not isinstance(cfg, PruneConfig):
         raise TypeError(f"prune_: expected a PruneConfig, got {type(cfg).__name__}")
-    layers = select_layers(model, cfg.types, cfg.patterns)
+    layers = select_layers(model, cfg.types, cfg.patterns, cfg.ignore, filter_fn)
     for name, module in layers:
         _check_module(name, module)
     target = cfg.target(round_index)

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 from torch import nn
 
 from deepcompress.allocate import Option, greedy_allocate, monotone_costs
-from deepcompress.layers import select_layers
+from deepcompress.selection import select_layers
 from deepcompress.prune.apply import MASK
 from deepcompress.prune.config import PruneConfig
 from deepcompress.prune.sensitivity import sensitivity_scan
@@ -84,8 +84,9 @@ class SensitivityPlanner:
         self.rounds: dict[int, dict[str, object]] = {}
 
     def __call__(self, model: nn.Module, round_index: int) -> dict[str, float]:
-        layers = select_layers(model, self.cfg.types, self.cfg.patterns)
-        scan = sensitivity_scan(model, self.evaluate, self.fractions, self.cfg.types, self.cfg.patterns, progress=False)
+        layers = select_layers(model, self.cfg.types, self.cfg.patterns, self.cfg.ignore)
+        scan = sensitivity_scan(model, self.evaluate, self.fractions, self.cfg.types, self.cfg.patterns, progress=False,
+                                ignore=self.cfg.ignore)
         sizes = {name: module.weight.numel() for name, module in layers}
         current = {name: pruned_fraction(module) for name, module in layers}
         budget = max(0.0, min(self.cfg.budget, scan["baseline"] - self.floor))

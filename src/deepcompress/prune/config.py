@@ -55,7 +55,7 @@ from typing import Any, Mapping, Union
 
 from deepcompress.choices import Choice
 from deepcompress.errors import ConfigError
-from deepcompress.layers import LAYER_TYPES
+from deepcompress.selection import check_types
 
 Target = Union[float, Mapping[str, float]]
 
@@ -132,8 +132,9 @@ class PruneConfig:
     method: PruneMethod = PruneMethod.STD
     quality: Target = 1.0
     sparsity: Target = 0.9
-    types: tuple[str, ...] = ("linear", "conv2d")
+    types: tuple[str, ...] | None = None
     patterns: tuple[str, ...] | None = None
+    ignore: tuple[str, ...] = ()
     bias: BiasPolicy = BiasPolicy.KEEP
     rounds: int = 1
     epochs_per_round: int = 10
@@ -160,12 +161,10 @@ class PruneConfig:
                 "prune.sparsity: method 'global' prunes to one overall target, expected a number, "
                 f"got a mapping {dict(self.sparsity)}; use method 'sparsity' for per-layer targets"
             )
-        if isinstance(self.types, str) or not all(isinstance(t, str) for t in self.types):
-            raise ConfigError(f"prune.types: expected a sequence of layer types, got {self.types!r}")
-        set_(self, "types", tuple(self.types))
-        unknown = [t for t in self.types if t not in LAYER_TYPES]
-        if unknown or not self.types:
-            raise ConfigError(f"prune.types: expected a non-empty subset of {sorted(LAYER_TYPES)}, got {list(self.types)}")
+        set_(self, "types", check_types(self.types, "prune.types"))
+        if isinstance(self.ignore, str) or not all(isinstance(p, str) for p in self.ignore):
+            raise ConfigError(f"prune.ignore: expected a list of layer-name patterns, got {self.ignore!r}")
+        set_(self, "ignore", tuple(self.ignore))
         if self.patterns is not None:
             if isinstance(self.patterns, str) or not all(isinstance(p, str) for p in self.patterns) or not self.patterns:
                 raise ConfigError(

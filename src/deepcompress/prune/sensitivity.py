@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from deepcompress.atomic import atomic_write_bytes
-from deepcompress.layers import layer_kind, select_layers
+from deepcompress.selection import layer_kind, select_layers
 from deepcompress.prune.apply import MASK
 from deepcompress.prune.masks import sparsity_mask
 
@@ -37,21 +37,23 @@ def sensitivity_scan(
     model: nn.Module,
     evaluate: Callable[[nn.Module], float],
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    types: Sequence[str] = ("linear", "conv2d"),
+    types: Sequence[str] | None = None,
     patterns: Sequence[str] | None = None,
     progress: bool = True,
+    ignore: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Accuracy with each selected layer alone pruned to each fraction of its weights (smallest first).
 
     ``evaluate(model)`` returns an accuracy in [0, 1]. Weights already pruned (a ``weight_mask``) count
     towards a fraction. The model is restored bit-exactly afterwards, training flags included, even if
     ``evaluate`` raises. Returns ``{"fractions": [...], "baseline": acc, "layers": {name: {"kind":
-    "linear" | "conv2d", "accuracy": [acc per fraction]}}}``.
+    "linear" | "conv2d" | ..., "accuracy": [acc per fraction]}}}``. ``types``, ``patterns`` and
+    ``ignore`` select layers as :func:`deepcompress.selection.select_layers` does.
     """
     fractions = [float(f) for f in fractions]
     if not fractions or any(not (0.0 <= f < 1.0) for f in fractions):
         raise ValueError(f"sensitivity_scan: expected fractions in [0, 1), got {fractions}")
-    layers = select_layers(model, types, patterns)
+    layers = select_layers(model, types, patterns, ignore)
     modes = [(module, module.training) for module in model.modules()]
     result: dict[str, Any] = {"fractions": fractions, "layers": {}}
     try:

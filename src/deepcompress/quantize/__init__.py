@@ -1,13 +1,13 @@
 """Trained quantization / weight sharing (Deep Compression section 3)."""
 
 from deepcompress.quantize.apply import (
-    export_compressed,
     quantization_report,
     quantize_,
     quantized_layers,
     strip_quantization_,
 )
 from deepcompress.quantize.auto import bits_scan, choose_bits, plan_bits
+from deepcompress.quantize.export import export_compressed, stored_as_is
 from deepcompress.quantize.config import CentroidInit, GradReduction, QuantizeConfig
 from deepcompress.quantize.init import density_init, forgy_init, init_centroids, kmeanspp_init, linear_init
 from deepcompress.quantize.kmeans import KMeans1D
@@ -32,5 +32,6 @@ __all__ = [
     "quantization_report",
     "quantize_",
     "quantized_layers",
+    "stored_as_is",
     "strip_quantization_",
 ]

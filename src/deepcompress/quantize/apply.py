@@ -1,10 +1,9 @@
-"""Weight sharing on a whole model: quantize, report, export, strip (Deep Compression section 3).
+"""Weight sharing on a whole model: quantize, report, strip (Deep Compression section 3).
 
 ``quantize_`` runs 1-D k-means per layer on the surviving weights only (no sharing across layers,
 as in the paper) and installs :class:`~deepcompress.quantize.shared.SharedWeight`, after which the
-codebooks can be fine-tuned with any optimizer. ``export_compressed`` turns the result into the
-plain-data :class:`~deepcompress.compressed.CompressedModel` that the encoders and the file format
-consume; ``strip_quantization_`` bakes the shared weights back into ordinary ones.
+codebooks can be fine-tuned with any optimizer (:mod:`deepcompress.quantize.export` turns the result
+into plain data); ``strip_quantization_`` bakes the shared weights back into ordinary ones.
 """
 
 from __future__ import annotations
@@ -16,12 +15,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from deepcompress.compressed import CompressedLayer, CompressedModel
 from deepcompress.errors import ConfigError
-from deepcompress.layers import LAYER_TYPES, layer_kind, per_layer, select_layers
 from deepcompress.quantize.config import AUTO, QuantizeConfig, check_bits
 from deepcompress.quantize.kmeans import KMeans1D
-from deepcompress.quantize.shared import SharedWeight, codebook_of, install_shared_weight_, shared_weight_of
+from deepcompress.quantize.shared import SharedWeight, install_shared_weight_, shared_weight_of, tie_shared_weight_
+from deepcompress.selection import FilterFn, per_layer, select_layers, tied_layers
 
 MASK_NAME = "weight_mask"
 
@@ -50,8 +48,12 @@ def layer_kmeans(values: np.ndarray, bits: int, cfg: QuantizeConfig, layer_index
     return KMeans1D(2**bits, init=cfg.init, max_iter=cfg.max_iter, tol=cfg.tol, seed=[cfg.seed, layer_index]).fit(values)
 
 
-def quantize_(model: nn.Module, cfg: QuantizeConfig | None = None) -> nn.Module:
+def quantize_(model: nn.Module, cfg: QuantizeConfig | None = None, *, filter_fn: FilterFn | None = None) -> nn.Module:
     """Share weights in every selected layer of ``model`` in place; returns ``model``.
+
+    Layers are selected from ``cfg.types``, ``cfg.patterns``, ``cfg.ignore`` and ``filter_fn(module,
+    name)`` (:func:`~deepcompress.selection.select_layers`). A module whose weight is tied to a
+    selected layer's shares that layer's codebook Parameter, so the tie survives fine-tuning.
 
     Per layer: k-means with ``2**bits`` clusters on the surviving weights (``cfg.init``, seeded by
     ``cfg.seed`` and the layer's position), then ``weight = codebook[code]`` with the codebook the
@@ -68,7 +70,9 @@ def quantize_(model: nn.Module, cfg: QuantizeConfig | None = None) -> nn.Module:
     already = [name for name, _, _ in quantized_layers(model)]
     if already:
         raise ConfigError(f"layers {already} are already quantized; call strip_quantization_ first")
-    layers = select_layers(model, cfg.types, cfg.patterns)
+    layers = select_layers(model, cfg.types, cfg.patterns, cfg.ignore, filter_fn)
+    tied = tied_layers(model)
+    modules = dict(model.named_modules())
     for index, (name, module) in enumerate(layers):
         bits = check_bits(per_layer(cfg.bits, name, "bits"), f"bits of layer {name!r}")
         weight = module.weight.detach()
@@ -82,6 +86,8 @@ def quantize_(model: nn.Module, cfg: QuantizeConfig | None = None) -> nn.Module:
             codes = torch.zeros(0, dtype=torch.int64)
         shared = SharedWeight(weight.shape, positions.cpu(), codes, codebook.numel(), bits, cfg.grad_reduction)
         install_shared_weight_(module, shared, codebook)
+        for follower in (n for n, owner in tied.items() if owner == name):
+            tie_shared_weight_(modules[follower], shared)
     return model
 
 
@@ -118,52 +124,6 @@ def quantization_report(model: nn.Module) -> list[dict[str, Any]]:
     return rows
 
 
-def export_compressed(
-    model: nn.Module,
-    model_name: str,
-    index_bits: int | Mapping[str, int] = 5,
-    metadata: Mapping[str, Any] | None = None,
-) -> CompressedModel:
-    """The quantized model as plain data: one :class:`CompressedLayer` per weight-shared layer.
-
-    Each layer carries the float32 codebook exactly as used in forward, the surviving positions (flat,
-    row-major) and their codes, and its bias; every other state-dict tensor goes to ``extras`` under
-    its ordinary name (parametrization internals and ``weight_mask`` buffers are left out), so
-    ``build_model(model_name).load_state_dict(...)`` of ``CompressedModel.state_dict()`` reproduces the
-    quantized model's output exactly. ``index_bits`` is the relative-index width (paper section 2:
-    5 for LeNet and VGG, 4 for AlexNet), one int or a pattern mapping.
-    """
-    shared_layers = quantized_layers(model)
-    if not shared_layers:
-        raise ConfigError("model has no weight-shared layer; run quantize_ before export_compressed")
-    layers = []
-    for name, module, shared in shared_layers:
-        kind = _shared_kind(module)
-        if kind is None:
-            raise ConfigError(f"layer {name!r}: export supports nn.Linear and nn.Conv2d, got {type(module).__name__}")
-        bias = module.bias.detach().cpu().float().numpy() if module.bias is not None else None
-        layers.append(
-            CompressedLayer(
-                name=name,
-                kind=kind,
-                shape=tuple(shared.shape),
-                codebook=codebook_of(module).detach().cpu().float().numpy(),
-                positions=shared.positions.cpu().numpy(),
-                codes=shared.codes.cpu().numpy(),
-                bias=bias,
-                weight_bits=shared.bits,
-                index_bits=check_bits(per_layer(index_bits, name, "index_bits"), f"index_bits of layer {name!r}"),
-                attrs=_conv_attrs(name, module) if kind == "conv2d" else {},
-            )
-        )
-    return CompressedModel(
-        model_name=model_name,
-        layers=layers,
-        extras=_extras(model, {name for name, _, _ in shared_layers}),
-        metadata=dict(metadata or {}),
-    )
-
-
 def strip_quantization_(model: nn.Module) -> nn.Module:
     """Replace every shared weight by a plain ``nn.Parameter`` holding ``codebook[code]``; returns ``model``.
 
@@ -172,45 +132,3 @@ def strip_quantization_(model: nn.Module) -> nn.Module:
     for _, module, _ in quantized_layers(model):
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     return model
-
-
-def _shared_kind(module: nn.Module) -> str | None:
-    """``layer_kind`` of a parametrized module (``parametrize`` swaps in a subclass of its class)."""
-    return layer_kind(module) or next(
-        (kind for kind, cls in LAYER_TYPES.items() if type(module).__bases__[0] is cls), None
-    )
-
-
-def _conv_attrs(name: str, module: nn.Module) -> dict[str, Any]:
-    assert isinstance(module, nn.Conv2d)
-    if module.padding_mode != "zeros":
-        raise ConfigError(f"layer {name!r}: export supports padding_mode 'zeros', got {module.padding_mode!r}")
-    padding = module.padding if isinstance(module.padding, str) else list(module.padding)
-    return {
-        "stride": list(module.stride),
-        "padding": padding,
-        "dilation": list(module.dilation),
-        "groups": int(module.groups),
-    }
-
-
-def _extras(model: nn.Module, shared_names: set[str]) -> dict[str, np.ndarray]:
-    """State-dict tensors of the plain model that are not part of an exported layer."""
-    extras: dict[str, np.ndarray] = {}
-    for module_name, module in model.named_modules():
-        prefix = f"{module_name}." if module_name else ""
-        names = list(module._parameters) + [
-            b for b in module._buffers if b not in module._non_persistent_buffers_set
-        ]
-        for tensor_name in names:
-            if tensor_name == MASK_NAME or module_name in shared_names or ".parametrizations" in f".{module_name}":
-                continue
-            tensor = getattr(module, tensor_name)
-            if tensor is None:
-                continue
-            array = tensor.detach().cpu()
-            extras[prefix + tensor_name] = (array.float() if array.is_floating_point() else array).numpy()
-        if parametrize.is_parametrized(module) and module_name not in shared_names:
-            for tensor_name in module.parametrizations:
-                extras[prefix + tensor_name] = getattr(module, tensor_name).detach().cpu().float().numpy()
-    return extras

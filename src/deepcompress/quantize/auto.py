@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from deepcompress.allocate import Option, greedy_allocate, monotone_costs
-from deepcompress.layers import select_layers
+from deepcompress.selection import select_layers
 from deepcompress.quantize.apply import layer_kmeans, surviving_values
 from deepcompress.quantize.config import QuantizeConfig
 
@@ -32,7 +32,7 @@ def bits_scan(
     {name: {"nnz": surviving weights, "accuracy": [acc per width]}}}``.
     """
     widths = list(range(cfg.min_bits, cfg.max_bits + 1))
-    layers = select_layers(model, cfg.types, cfg.patterns)
+    layers = select_layers(model, cfg.types, cfg.patterns, cfg.ignore)
     result: dict[str, Any] = {"bits": widths, "baseline": float(evaluate(model)), "layers": {}}
     steps = tqdm(total=len(layers) * len(widths), desc="bits scan", disable=not progress)
     for index, (name, module) in enumerate(layers):

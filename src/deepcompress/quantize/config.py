@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from deepcompress.choices import Choice
 from deepcompress.errors import ConfigError
-from deepcompress.layers import LAYER_TYPES
+from deepcompress.selection import check_types
 
 MAX_BITS = 16
 AUTO = "auto"
@@ -56,7 +56,7 @@ class QuantizeConfig:
 
     Attributes:
         bits: weight bits per layer (1..16): one int, a mapping from layer-name patterns to ints
-            (first match wins, see :func:`deepcompress.layers.per_layer`), or ``"auto"``.
+            (first match wins, see :func:`deepcompress.selection.per_layer`), or ``"auto"``.
         budget, min_bits, max_bits: with ``bits="auto"``, the accuracy drop the choice may spend and
             the widths it may choose from.
         init: centroid initialisation; ``linear`` (the paper's best) by default.
@@ -64,8 +64,10 @@ class QuantizeConfig:
         tol: stop early when the squared centroid shift summed over clusters is at most
             ``tol * var(weights)`` (the scikit-learn convention); 0 runs to exact convergence.
         grad_reduction: ``sum`` (Eq. 3) or ``mean`` (the sum divided by the cluster size).
-        types: layer types to quantize (``"linear"``, ``"conv2d"``).
+        types: layer kinds to quantize (``"linear"``, ``"conv2d"``, ...; ``None``: every kind a
+            handler takes, see :mod:`deepcompress.handlers`).
         patterns: optional layer-name patterns narrowing the selection.
+        ignore: layer-name patterns left out of the selection.
         seed: seed of the ``random`` and ``kmeans++`` initialisations.
         epochs: fine-tuning epochs of the shared centroids (0 skips fine-tuning).
         lr: fine-tuning learning rate.
@@ -76,8 +78,9 @@ class QuantizeConfig:
     max_iter: int = 300
     tol: float = 0.0
     grad_reduction: GradReduction = GradReduction.SUM
-    types: tuple[str, ...] = ("linear", "conv2d")
+    types: tuple[str, ...] | None = None
     patterns: tuple[str, ...] | None = None
+    ignore: tuple[str, ...] = ()
     seed: int = 0
     epochs: int = 1
     lr: float = 1e-3
@@ -111,10 +114,8 @@ class QuantizeConfig:
         _check_int(self.seed, "seed", minimum=0)
         _check_int(self.epochs, "epochs", minimum=0)
         _check_float(self.lr, "lr", minimum=0.0, strict=True)
-        object.__setattr__(self, "types", _str_tuple(self.types, "types"))
-        for kind in self.types:
-            if kind not in LAYER_TYPES:
-                raise ConfigError(f"unknown layer type {kind!r}; expected one of {sorted(LAYER_TYPES)}")
+        object.__setattr__(self, "types", check_types(self.types, "quantize.types"))
+        object.__setattr__(self, "ignore", _str_tuple(self.ignore, "ignore") if self.ignore else ())
         if self.patterns is not None:
             object.__setattr__(self, "patterns", _str_tuple(self.patterns, "patterns"))
 
@@ -124,8 +125,9 @@ class QuantizeConfig:
         out["bits"] = dict(self.bits) if isinstance(self.bits, Mapping) else self.bits
         out["init"] = self.init.value
         out["grad_reduction"] = self.grad_reduction.value
-        out["types"] = list(self.types)
+        out["types"] = None if self.types is None else list(self.types)
         out["patterns"] = None if self.patterns is None else list(self.patterns)
+        out["ignore"] = list(self.ignore)
         return out
 
     @classmethod

@@ -107,6 +107,13 @@ def install_shared_weight_(module: nn.Module, shared: SharedWeight, codebook: to
     return module
 
 
+def tie_shared_weight_(module: nn.Module, shared: SharedWeight) -> nn.Module:
+    """Make a module whose weight is tied to a weight-shared layer compute its weight from the same
+    codebook Parameter (``install_shared_weight_`` turned the tied Parameter into that codebook)."""
+    parametrize.register_parametrization(module, "weight", shared, unsafe=True)
+    return module
+
+
 def shared_weight_of(module: nn.Module) -> SharedWeight | None:
     """The module's :class:`SharedWeight` parametrization, or ``None`` if its weight is not shared."""
     if not parametrize.is_parametrized(module, "weight"):

@@ -1,23 +1,25 @@
 """Load a :class:`CompressedModel` for inference with the sparse codebook layers.
 
-The architecture comes from :func:`deepcompress.models.build_model`; every compressed Linear (and,
-by choice, Conv2d) submodule is swapped, by qualified name, for its runtime layer, and the other
-tensors (``extras``: uncompressed layers, normalisation statistics) are loaded strictly.
+The module is the caller's, or the file's architecture (:func:`deepcompress.decode.build_architecture`).
+The uncompressed tensors (``extras``: uncompressed layers, normalisation statistics) are loaded
+strictly first; then every compressed layer is swapped, by qualified name, for the sparse module its
+handler builds (:mod:`deepcompress.handlers`: Linear, Hugging Face Conv1D, Embedding, and by choice
+Conv2d), or, for kinds without one, decoded once into the module itself.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from deepcompress.compressed import CompressedLayer, CompressedModel
 from deepcompress.choices import Choice
-from deepcompress.errors import CheckpointError, ConfigError
-from deepcompress.layers import layer_kind
-from deepcompress.models import build_model
+from deepcompress.compressed import CompressedLayer, CompressedModel
+from deepcompress.errors import CheckpointError
+from deepcompress.handlers import handler_for
 from deepcompress.runtime.dispatch import Backend
-from deepcompress.runtime.layers import SparseCodebookConv2d, SparseCodebookLinear
 
 
 class ConvMode(Choice):
@@ -31,16 +33,15 @@ class ConvMode(Choice):
     SPARSE = "sparse"
 
 
-
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
 
 
-def _runtime_layer(layer: CompressedLayer, module: nn.Module, conv_mode: ConvMode, backend: Backend) -> nn.Module:
-    kind = layer_kind(module)
-    if kind != layer.kind:
+def _check_layer(layer: CompressedLayer, module: nn.Module) -> None:
+    handler = handler_for(module)
+    if handler is None or handler.kind != layer.kind:
         raise CheckpointError(
             f"layer {layer.name!r}: the compressed layer is {layer.kind!r} but the model has "
             f"{type(module).__name__} there"
@@ -49,68 +50,85 @@ def _runtime_layer(layer: CompressedLayer, module: nn.Module, conv_mode: ConvMod
         raise CheckpointError(
             f"layer {layer.name!r}: expected weight shape {tuple(module.weight.shape)}, got {layer.shape}"
         )
-    if (layer.bias is None) != (module.bias is None):
-        raise CheckpointError(f"layer {layer.name!r}: the model and the compressed layer disagree on a bias")
-    if kind == "linear":
-        return SparseCodebookLinear.from_compressed(layer, backend=backend)
-    assert isinstance(module, nn.Conv2d)
-    if conv_mode is ConvMode.SPARSE and module.groups == 1 and module.padding_mode == "zeros":
-        if isinstance(module.padding, str):
-            raise ConfigError(f"layer {layer.name!r}: string padding {module.padding!r} is not supported")
-        return SparseCodebookConv2d.from_compressed(
-            layer, stride=module.stride, padding=module.padding, dilation=module.dilation, backend=backend
-        )
-    with torch.no_grad():  # decoded once at load; the conv keeps its own hyper-parameters
-        module.weight.copy_(torch.from_numpy(layer.dense_weight()))
-        if layer.bias is not None:
-            module.bias.copy_(torch.from_numpy(layer.bias))
-    return module
+    if layer.bias is not None and getattr(module, "bias", None) is None:
+        raise CheckpointError(f"layer {layer.name!r}: the file has a bias, the model's {type(module).__name__} has none")
+
+
+@torch.no_grad()
+def _decode_into(layer: CompressedLayer, module: nn.Module) -> None:
+    """Decode ``layer`` once into ``module`` (kinds without a sparse runtime, grouped convolutions)."""
+    module.weight.copy_(torch.from_numpy(layer.dense_weight()))
+    if layer.bias is not None:
+        module.bias.copy_(torch.from_numpy(layer.bias))
+
+
+def _layer_keys(cm: CompressedModel) -> set[str]:
+    """State-dict keys the compressed layers and ties fill (the rest must come from ``extras``)."""
+    keys = {f"{layer.name}.weight" for layer in cm.layers} | set(cm.tied)
+    return keys | {f"{layer.name}.bias" for layer in cm.layers if layer.bias is not None}
 
 
 def to_sparse_module(
-    cm: CompressedModel, conv_mode: str | ConvMode = ConvMode.DENSE, backend: str | Backend = Backend.AUTO
+    cm: CompressedModel,
+    conv_mode: str | ConvMode = ConvMode.DENSE,
+    backend: str | Backend = Backend.AUTO,
+    *,
+    model: nn.Module | None = None,
+    trust_code: bool = False,
+    base_dir: Path | None = None,
 ) -> nn.Module:
-    """Build ``cm.model_name`` with every compressed layer replaced by its runtime layer.
+    """``model`` (or the file's architecture) with every compressed layer replaced by its runtime layer.
 
-    ``backend`` chooses the sparse layers' kernel (see :mod:`deepcompress.runtime.dispatch`).
+    ``backend`` chooses the sparse layers' kernel (see :mod:`deepcompress.runtime.dispatch`). A weight
+    tied to a compressed layer is decoded into its module (the sparse replacement holds no Parameter
+    to share).
 
     Returns the model in eval mode with gradients off. Raises :class:`CheckpointError` when a layer
     name, kind or shape does not match the architecture, or when ``extras`` miss or add tensors.
     """
     if not isinstance(cm, CompressedModel):
         raise TypeError(f"expected a CompressedModel, got {type(cm).__name__}")
-    mode = ConvMode.parse(conv_mode, "conv_mode")
-    chosen = Backend.parse(backend, "backend")
-    model = build_model(cm.model_name)
+    options = {"conv_mode": ConvMode.parse(conv_mode, "conv_mode"), "backend": Backend.parse(backend, "backend")}
+    if model is None:
+        from deepcompress.decode import build_architecture
+
+        model = build_architecture(cm, trust_code=trust_code, base_dir=base_dir)
     modules = dict(model.named_modules())
-    decoded: set[str] = set()
     for layer in cm.layers:
         if layer.name not in modules:
             raise CheckpointError(
-                f"compressed layer {layer.name!r} is not a submodule of {cm.model_name!r}; "
-                f"its layers are {[n for n, m in modules.items() if layer_kind(m)]}"
+                f"compressed layer {layer.name!r} is not a submodule of {type(model).__name__}; its weight layers "
+                f"are {[n for n, m in modules.items() if handler_for(m) is not None]}"
             )
-        new = _runtime_layer(layer, modules[layer.name], mode, chosen)
-        if new is modules[layer.name]:
-            decoded.update({f"{layer.name}.weight", f"{layer.name}.bias"})
-        else:
-            _replace(model, layer.name, new)
-    expected = set(model.state_dict()) - decoded
+        _check_layer(layer, modules[layer.name])
+    state = model.state_dict()
+    expected = set(state) - _layer_keys(cm)
     given = set(cm.extras)
     if expected != given:
         raise CheckpointError(
-            f"model {cm.model_name!r}: extras are missing {sorted(expected - given)} "
+            f"model {type(model).__name__}: extras are missing {sorted(expected - given)} "
             f"and have unexpected {sorted(given - expected)}"
         )
     with torch.no_grad():
-        state = model.state_dict()
         for key, value in cm.extras.items():
-            tensor = torch.from_numpy(value)
+            tensor = torch.from_numpy(np.asarray(value))
             if tuple(tensor.shape) != tuple(state[key].shape):
-                raise CheckpointError(
-                    f"extra {key!r}: expected shape {tuple(state[key].shape)}, got {tuple(tensor.shape)}"
-                )
+                raise CheckpointError(f"extra {key!r}: expected shape {tuple(state[key].shape)}, got {tuple(tensor.shape)}")
             state[key].copy_(tensor)
+    tied_owners = {source.rpartition(".")[0] for source in cm.tied.values()}
+    for layer in cm.layers:
+        module = modules[layer.name]
+        handler = handler_for(module)
+        new = None if layer.name in tied_owners or handler.sparse is None else handler.sparse(layer, module, options)
+        if new is None:
+            _decode_into(layer, module)
+        else:
+            _replace(model, layer.name, new)
+    with torch.no_grad():
+        for key, source in cm.tied.items():
+            tied, owner = model.get_parameter(key), model.get_parameter(source)
+            if tied is not owner:
+                tied.copy_(owner)
     model.eval()
     model.requires_grad_(False)
     return model
