@@ -8,6 +8,10 @@ STAMP  := $(VENV)/.deepcompress-installed
 
 .PHONY: setup data demo test test-all bench-fc bench-scale clean
 
+# OpenMP threads that wait passively: torch's spinning default made training 5-10x slower on these shared
+# 2-core machines (see deepcompress.cli.restart_with_passive_wait); the CLI sets it itself, the tests here.
+export OMP_WAIT_POLICY ?= PASSIVE
+
 setup: $(STAMP) data
 
 # torch is pinned to the CPU wheel that lies on these machines' disk; it is installed first so the

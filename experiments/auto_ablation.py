@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from common import write_json  # noqa: E402
 
 from deepcompress.config import PipelineConfig, tomllib  # noqa: E402
-from deepcompress.pipeline import compress  # noqa: E402
+from deepcompress.pipeline import compress_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 # The paper's per-layer densities and weight bits (Tables 2-3; PAPER_FACTS.md) and reference errors.
@@ -88,7 +88,7 @@ def run_variant(name: str, data: dict[str, Any], out_dir: Path, stem: str, progr
             print(f"{name}: reusing {out.name}")
             return report
     started = time.perf_counter()
-    result = compress(cfg, out, progress=progress, log=lambda line: print(f"{name}: {line}", flush=True))
+    result = compress_config(cfg, out, progress=progress, log=lambda line: print(f"{name}: {line}", flush=True))
     write_json(report_path, result.to_dict(), started)
     return json.loads(report_path.read_text())
 

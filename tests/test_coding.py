@@ -76,6 +76,16 @@ def test_relindex_gaps_at_the_bound() -> None:
     assert count_fillers(np.array([0, 8]), 2) == 2
 
 
+def test_decoded_positions_own_their_memory() -> None:
+    # 1,000 weights behind ~99,000 fillers: the result holds 1,000 int64, not a view of a buffer
+    # sized for every symbol that the layer would then keep alive (docs/SECURITY.md, decode memory)
+    positions = np.arange(0, 100_000, 100)
+    symbols = encode_positions(positions, 1)
+    decoded = decode_positions(symbols, 1, 100_000)
+    assert np.array_equal(decoded, positions) and symbols.size > 90 * positions.size
+    assert decoded.base is None and decoded.nbytes == 8 * positions.size
+
+
 def test_relindex_rejects_bad_input_with_clear_messages() -> None:
     with pytest.raises(ConfigError, match="expected index_bits in 1..16, got 17"):
         encode_positions(np.array([1]), 17)

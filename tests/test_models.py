@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from typing import Any, Iterator
+
 import pytest
 import torch
 
-from deepcompress.errors import ConfigError
 from deepcompress import models
+from deepcompress.errors import ConfigError
 from deepcompress.models import build_model, count_parameters, register_model
 
 
@@ -31,20 +33,22 @@ def test_unknown_model_lists_known_names() -> None:
 
 
 @pytest.fixture
-def registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    """A private copy of the registry, so registrations do not leak into other tests."""
-    monkeypatch.setattr(models, "MODELS", dict(models.MODELS))
-    return models.MODELS
+def registry() -> Iterator[dict[str, Any]]:
+    """The model registry, restored in place afterwards (other modules hold the same dict)."""
+    saved = dict(models.MODELS)
+    yield models.MODELS
+    models.MODELS.clear()
+    models.MODELS.update(saved)
 
 
-def test_register_model_makes_a_name_buildable(registry: dict[str, object]) -> None:
+def test_register_model_makes_a_name_buildable(registry: dict[str, Any]) -> None:
     register_model("tiny", lambda width=2: torch.nn.Linear(3, width))
     assert build_model("tiny", width=5).out_features == 5
     register_model("tiny", lambda: torch.nn.Linear(3, 1))  # a user's own name may be registered again
     assert build_model("tiny").out_features == 1
 
 
-def test_register_model_rejects_bad_input(registry: dict[str, object]) -> None:
+def test_register_model_rejects_bad_input(registry: dict[str, Any]) -> None:
     with pytest.raises(TypeError, match=r"^register_model: expected a callable returning an nn.Module, got int$"):
         register_model("tiny", 3)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"^register_model: 'lenet5' is a built-in model; register yours under another name$"):

@@ -20,7 +20,7 @@ from deepcompress.data import load_split
 from deepcompress.errors import ConfigError
 from deepcompress.format import load_compressed
 from deepcompress.models import build_model
-from deepcompress.pipeline import compress
+from deepcompress.pipeline import compress_config
 from deepcompress.resume import state_dir_for
 from deepcompress.train import TrainConfig, fit
 
@@ -73,7 +73,7 @@ def write_config(directory: Path, name: str, train_limit: int = 600, rounds: int
 def test_compress_writes_a_file_that_decodes_to_the_quantized_model(workdir: Path, idx_dir: Path) -> None:
     cfg = load_config(write_config(workdir, "tiny.toml"))
     out = workdir / "tiny.dcz"
-    result = compress(cfg, out, data_dir=str(idx_dir), progress=False, log=lambda _: None)
+    result = compress_config(cfg, out, data_dir=str(idx_dir), progress=False, log=lambda _: None)
     stages = [s.stage for s in result.stages]
     assert stages == ["reference", "prune", "quantize", "fine-tune", "file"]
     assert result.report["file_bytes"] == out.stat().st_size
@@ -177,7 +177,7 @@ def test_automatic_sparsity_and_bits_are_chosen_on_held_out_training_images(work
     path = workdir / "auto.toml"
     path.write_text(AUTO_CONFIG.format(validation=200))
     out = workdir / "auto.dcz"
-    result = compress(load_config(path), out, data_dir=str(idx_dir), progress=False, log=lambda _: None)
+    result = compress_config(load_config(path), out, data_dir=str(idx_dir), progress=False, log=lambda _: None)
     stages = {s.stage: s for s in result.stages}
     rounds = stages["prune"].details["rounds"]
     assert len(rounds) == 2 and all(set(r["target"]) == {"fc1", "fc2", "fc3"} for r in rounds)
@@ -193,4 +193,4 @@ def test_automatic_sparsity_and_bits_are_chosen_on_held_out_training_images(work
 
     path.write_text(AUTO_CONFIG.format(validation=700))
     with pytest.raises(ConfigError, match="validation_images: 700 held out .* leaves no training images out of 700"):
-        compress(load_config(path), workdir / "auto2.dcz", data_dir=str(idx_dir), progress=False, log=lambda _: None)
+        compress_config(load_config(path), workdir / "auto2.dcz", data_dir=str(idx_dir), progress=False, log=lambda _: None)

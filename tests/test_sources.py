@@ -4,7 +4,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 import torch
@@ -131,7 +131,7 @@ def test_file_that_fails_to_run(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("ref", ["pkg:", ":make", "pkg.mod:1make"])
 def test_malformed_import_reference(ref: str) -> None:
-    with pytest.raises(ConfigError, match=r"expected an import reference 'pkg.module:factory' or 'path/to/file.py:factory'$"):
+    with pytest.raises(ConfigError, match=r"expected an import reference 'pkg.module:function' or 'path/to/file.py:function'$"):
         parse_model_ref(ref)
 
 
@@ -189,6 +189,7 @@ def test_unknown_builtin_name_lists_known_ones() -> None:
         ({"source": "builtin", "name": "", "kwargs": {}}, r"^architecture record: name: expected a non-empty string, got ''$"),
         ({"source": "builtin", "name": "lenet5", "kwargs": [1]}, r"^kwargs: expected a table of JSON values, got list$"),
         ({"source": "builtin", "name": "lenet5", "kwargs": {}, "config": {}}, r"^architecture record: config: expected None for source 'builtin', got a dict$"),
+        ({"source": "import", "name": "nets.py", "kwargs": {}}, r"^model 'nets.py': expected an import reference 'pkg.module:function' or 'path/to/file.py:function'$"),
         ({"source": "hf", "name": "BertModel", "kwargs": {}}, r"^architecture record: config: expected the Hugging Face config as a JSON object, got None$"),
     ],
 )
@@ -206,10 +207,12 @@ def test_record_for_builtin_models() -> None:
 # --- registered models -----------------------------------------------------------------------------
 
 @pytest.fixture
-def registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """A private copy of the model registry, so registrations do not leak into other tests."""
-    monkeypatch.setattr(models, "MODELS", dict(models.MODELS))
-    return models.MODELS
+def registry() -> Iterator[dict[str, Any]]:
+    """The model registry, restored in place afterwards (other modules hold the same dict)."""
+    saved = dict(models.MODELS)
+    yield models.MODELS
+    models.MODELS.clear()
+    models.MODELS.update(saved)
 
 
 def test_registered_model_is_a_builtin_record(registry: dict[str, Any]) -> None:

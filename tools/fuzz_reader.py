@@ -5,7 +5,8 @@ Two engines:
 * seeded (default): a deterministic mutator over a few real files -- bit flips, random bytes,
   truncation, appended bytes, splices between files, huge values written over length fields, and
   structured mutations of the header or the payload that are re-checksummed (``writer.assemble``) so
-  they get past the CRC-32s and reach the JSON validation and the stream decoders;
+  they get past the CRC-32s and reach the JSON validation and the stream decoders, including decode
+  bombs (a layer declaring up to 2**30 weights in 1-3 stream bytes) for the decode budget;
 * ``--atheris``: coverage-guided libFuzzer through atheris (``pip install atheris``), seeded with the
   same files and mutations; numba is switched off so the decoders' Python twins (same source) can be
   instrumented.
@@ -104,11 +105,27 @@ def _mutate_header(rng: np.random.Generator, header: dict[str, Any]) -> None:
         target[path[-1]] = {"a": [1] * int(rng.integers(1, 50))}
 
 
+def _declare_huge(rng: np.random.Generator, header: dict[str, Any], units: list[bytes]) -> None:
+    """Make one layer declare up to 2**30 weights with 1-3 byte streams of one repeated symbol (all
+    kept and one code, or none kept): a decode bomb within the format's limits, which the decode
+    budget must refuse from the header (the smallest sizes still decode)."""
+    j = int(rng.integers(len(header["layers"])))
+    layer = header["layers"][j]
+    n = int([2**10, spec.MIN_SYMBOL_BUDGET // 2, 2**27, 2**30][rng.integers(4)])
+    kept = bool(rng.integers(2))
+    codebook = units[j][: layer["k"] * np.dtype(spec.FLOAT_DTYPES[layer["cb"]]).itemsize]
+    layer.pop("bias", None)
+    layer.update(shape=[1] * (len(layer["shape"]) - 1) + [n], nnz=n if kept else 0)
+    layer["index"] = {"coder": "rans", "count": n if kept else 0, "bytes": 3 if kept else 0}
+    layer["codes"] = {"coder": "raw", "bytes": 1 if kept else 0}
+    units[j] = codebook + (b"\x00\x00\x00\x00" if kept else b"")  # rANS of symbol 0 (gaps 0), raw width 0 (code 0)
+
+
 def mutate(rng: np.random.Generator, files: list[bytes], parsed: list[tuple[dict[str, Any], list[bytes]]]) -> tuple[str, bytes]:
     """One mutated input and the name of the mutation kind."""
     i = int(rng.integers(len(files)))
     data = bytearray(files[i])
-    kind = ["flip", "bytes", "truncate", "extend", "splice", "length", "header", "payload"][rng.integers(8)]
+    kind = ["flip", "bytes", "truncate", "extend", "splice", "length", "header", "payload", "declare"][rng.integers(9)]
     if kind == "flip":
         for _ in range(rng.integers(1, 4)):
             data[rng.integers(len(data))] ^= 1 << int(rng.integers(8))
@@ -133,6 +150,8 @@ def mutate(rng: np.random.Generator, files: list[bytes], parsed: list[tuple[dict
         if kind == "header":
             for _ in range(rng.integers(1, 3)):
                 _mutate_header(rng, header)
+        elif kind == "declare":
+            _declare_huge(rng, header, units)
         else:
             j = int(rng.integers(len(units)))
             unit = bytearray(units[j])

@@ -1,6 +1,7 @@
 """The whole pipeline's configuration, as read from a TOML file, mirroring the Python API.
 
-A config file has top-level ``model``, ``dataset``, ``checkpoint``, ``seed`` (and optionally ``device``,
+A config file has top-level ``model`` (and ``model_args``), ``dataset``, ``checkpoint``, ``seed`` (and
+optionally the model-, data- and task-source keys documented on :class:`PipelineConfig`, ``device``,
 and ``train_limit`` / ``test_limit`` to use only the first images of each split, for quick runs;
 ``validation_images``, the training images held out for automatic choices, ``prune.method = "auto"``
 and ``quantize.bits = "auto"``)
@@ -17,9 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from deepcompress.data import check_dataset_name
 from deepcompress.errors import ConfigError
-from deepcompress.models import MODELS
 from deepcompress.prune import PruneConfig
 from deepcompress.quantize import QuantizeConfig
 from deepcompress.train import TrainConfig
@@ -80,11 +79,34 @@ class EncodeConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """Everything ``deepcompress compress`` needs: which model, which data, and each stage's settings."""
+    """Everything ``deepcompress compress`` needs: which model, which data, and each stage's settings.
+
+    ``model`` is a reference (:func:`deepcompress.sources.parse_model_ref`): a built-in or registered
+    name, ``"torchvision:resnet18"``, ``"hf:DIR"``, ``"pkg.mod:factory"`` or ``"path/file.py:factory"``,
+    called with ``model_args``. ``checkpoint`` (optional: a factory or ``hf:`` directory may bring its
+    own weights) is a deepcompress checkpoint, any safetensors file, or a ``.pt``/``.pth`` state dict,
+    with ``strip_prefix`` / ``rename`` applied to its keys. ``dataset`` is ``mnist``, ``fashion``,
+    ``imagefolder:DIR`` or ``pkg.mod:loaders`` (none: post-training compression, no retraining), read
+    with ``image_size``, ``channels``, ``mean``, ``std``. ``loss``, ``metric`` and ``train_step`` are
+    optional ``pkg.mod:fn`` references for tasks other than classification. ``targets`` / ``ignore``
+    are layer-name patterns selecting what every stage compresses.
+    """
 
     model: str
-    checkpoint: str
-    dataset: str = "mnist"
+    checkpoint: str | None = None
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+    strip_prefix: str | None = None
+    rename: Mapping[str, str] = field(default_factory=dict)
+    dataset: str | None = "mnist"
+    image_size: int | None = None
+    channels: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    loss: str | None = None
+    metric: str | None = None
+    train_step: str | None = None
+    targets: tuple[str, ...] | None = None
+    ignore: tuple[str, ...] = ()
     seed: int = 0
     device: str | None = None
     train_limit: int | None = None
@@ -94,21 +116,47 @@ class PipelineConfig:
     prune: PruneConfig | None = None
     quantize: QuantizeConfig | None = None
     encode: EncodeConfig = field(default_factory=EncodeConfig)
+    base_dir: str | None = field(default=None, compare=False)
+    """Directory that relative file references resolve against (the config file's); not part of the config."""
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise ConfigError(f"model: unknown model {self.model!r}; expected one of {sorted(MODELS)}")
-        check_dataset_name(self.dataset)
-        for key in ("train_limit", "test_limit"):
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigError(f"model: expected a model reference such as 'lenet5' or 'my_net.py:build', got {self.model!r}")
+        if self.dataset is not None and (not isinstance(self.dataset, str) or not self.dataset):
+            raise ConfigError(f"dataset: expected 'mnist', 'fashion', 'imagefolder:DIR' or 'pkg.mod:loaders', got {self.dataset!r}")
+        for key in ("model_args", "rename"):
+            if not isinstance(getattr(self, key), Mapping):
+                raise ConfigError(f"{key}: expected a table, got {getattr(self, key)!r}")
+        for key in ("checkpoint", "strip_prefix", "loss", "metric", "train_step"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
+        for key in ("targets", "ignore"):
+            value = getattr(self, key)
+            if value is not None:
+                if isinstance(value, str) or not all(isinstance(p, str) for p in value):
+                    raise ConfigError(f"{key}: expected a list of layer-name patterns, got {value!r}")
+                object.__setattr__(self, key, tuple(value))
+        for key in ("mean", "std"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
+        for key in ("train_limit", "test_limit", "image_size", "channels"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{key}: expected a positive integer (images used, for quick runs), got {value!r}")
+                raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
         held = self.validation_images
         if isinstance(held, bool) or not isinstance(held, int) or held < 1:
             raise ConfigError(f"validation_images: expected a positive integer (training images held out), got {held!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"model": self.model, "checkpoint": self.checkpoint, "dataset": self.dataset, "seed": self.seed}
+        """Plain TOML/JSON data (``None`` and empty settings left out); :meth:`from_dict` reads it back."""
+        out: dict[str, Any] = {"model": self.model}
+        for key in ("checkpoint", "model_args", "strip_prefix", "rename", "dataset", "image_size", "channels", "mean",
+                    "std", "loss", "metric", "train_step", "targets", "ignore"):
+            value = getattr(self, key)
+            if value is not None and value != () and value != {}:
+                out[key] = list(value) if isinstance(value, tuple) else dict(value) if isinstance(value, Mapping) else value
+        out["seed"] = self.seed
         if self.device:
             out["device"] = self.device
         for key in ("train_limit", "test_limit"):
@@ -126,27 +174,23 @@ class PipelineConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> "PipelineConfig":
         """Build from a parsed TOML mapping; a relative ``checkpoint`` is resolved against ``base_dir``
-        (the config file's directory), so a config works from any working directory."""
-        reject_unknown("config", data, {f.name for f in fields(cls)})
-        for key in ("model", "checkpoint"):
-            if key not in data:
-                raise ConfigError(f"config: missing required key {key!r}")
-        checkpoint = str(data["checkpoint"])
-        if base_dir is not None and not Path(checkpoint).is_absolute():
-            checkpoint = str(base_dir / checkpoint)
+        (the config file's directory), so a config works from any working directory; model, dataset
+        and function references resolve against it too (``base_dir``)."""
+        allowed = {f.name for f in fields(cls)} - {"base_dir"}
+        reject_unknown("config", data, allowed)
+        if "model" not in data:
+            raise ConfigError("config: missing required key 'model'")
+        values = {k: v for k, v in data.items() if k not in ("train", "prune", "quantize", "encode")}
+        checkpoint = data.get("checkpoint")
+        if checkpoint is not None and base_dir is not None and not Path(str(checkpoint)).is_absolute():
+            values["checkpoint"] = str(base_dir / str(checkpoint))
         return cls(
-            model=data["model"],
-            checkpoint=checkpoint,
-            dataset=data.get("dataset", "mnist"),
-            seed=int(data.get("seed", 0)),
-            device=data.get("device") or None,
-            train_limit=data.get("train_limit"),
-            test_limit=data.get("test_limit"),
-            validation_images=data.get("validation_images", 5000),
+            **values,
             train=TrainConfig.from_dict(data.get("train", {})),
             prune=PruneConfig.from_dict(data["prune"]) if "prune" in data else None,
             quantize=QuantizeConfig.from_dict(data["quantize"]) if "quantize" in data else None,
             encode=EncodeConfig.from_dict(data.get("encode", {})),
+            base_dir=str(base_dir) if base_dir is not None else None,
         )
 
 

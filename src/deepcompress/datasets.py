@@ -16,11 +16,7 @@ Each side is :data:`Data`: an ``(inputs, targets)`` tensor pair, a ``torch.utils
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Sequence, Tuple, Union
@@ -100,7 +96,8 @@ def resolve_dataset(
     else (folders and user datasets are often sorted by class), the same N every time.
     """
     size = check_size(image_size)
-    check_choice("channels", channels, (None, 1, 3))
+    if channels not in (None, 1, 3):
+        raise ConfigError(f"channels: expected 1 or 3, got {channels!r}")
     for name, limit in (("train_limit", train_limit), ("test_limit", test_limit)):
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise ConfigError(f"{name}: expected a positive integer, got {limit!r}")
@@ -110,6 +107,8 @@ def resolve_dataset(
                               f"expected no mean/std, got mean={mean}, std={std}")
         return builtin(ref, data_dir, size, channels, train_limit), builtin(ref, data_dir, size, channels, test_limit, "test")
     if ref.startswith("imagefolder:"):
+        if not ref.partition(":")[2]:
+            raise ConfigError(f"dataset {ref!r}: expected imagefolder:DIR, got no DIR")
         root = anchored(ref.partition(":")[2], base_dir)
         train, test = image_folder(root, size, channels, mean, std)
         return limited(train, train_limit, ref), limited(test, test_limit, ref)
@@ -131,11 +130,6 @@ def check_size(image_size: int | Size | None) -> Size | None:
     if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
         raise ConfigError(f"image_size: expected a positive integer or (height, width), got {image_size!r}")
     return size  # type: ignore[return-value]
-
-
-def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name}: expected one of {[a for a in allowed if a is not None]}, got {value!r}")
 
 
 def anchored(path: str, base_dir: Path | None) -> Path:
@@ -251,7 +245,8 @@ def image_folder(root: Path, size: Size | None, channels: int | None, mean: Sequ
         train = list_images(root / "train", classes, layout, require_every_class=True)
         unknown = sorted(set(class_folders(root / "test", layout)) - set(classes))
         if unknown:
-            raise DataError(f"imagefolder {root}: test/ has class folders {unknown} that train/ lacks; expected the same classes in both")
+            raise DataError(f"imagefolder {root}: test/ has class folders {unknown} that train/ lacks; "
+                            "expected the same classes in both")
         test = list_images(root / "test", classes, layout, require_every_class=False)
     else:
         classes = class_folders(root, layout)
@@ -320,49 +315,16 @@ def per_channel(name: str, values: Sequence[float] | None, channels: int, defaul
 
 def from_loaders(ref: str, base_dir: Path | None) -> tuple[Data, Data]:
     """Call the ``loaders`` of ``"pkg.mod:loaders"`` or ``"file.py:loaders"``; check it returned (train, test)."""
+    from deepcompress.sources import import_reference
+
     target, _, attr = ref.rpartition(":")
     if not target or not attr.isidentifier():
         raise ConfigError(f"unknown dataset {ref!r}; expected one of: {FORMS}")
-    is_file = target.endswith(".py") or "/" in target or os.sep in target
-    module = import_file(anchored(target, base_dir), ref) if is_file else import_module(target, ref)
-    loaders = getattr(module, attr, None)
-    if loaders is None:
-        raise ConfigError(f"dataset {ref!r}: {target} has no attribute {attr!r}")
+    dirs = [d for d in (base_dir, Path.cwd()) if d is not None]
+    loaders = import_reference(ref, dirs, "dataset")
     if not callable(loaders):
         raise ConfigError(f"dataset {ref!r}: expected {attr} to be a callable returning (train, test), got {describe(loaders)}")
     return call_loaders(loaders, ref, attr)
-
-
-def import_module(name: str, ref: str) -> ModuleType:
-    """Import ``name``; a missing module or a failing import becomes a one-line ``ConfigError``."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
-            raise ConfigError(f"dataset {ref!r}: module {name!r} not found; expected an importable module "
-                              "or a path to a .py file") from None
-        raise ConfigError(f"dataset {ref!r}: importing {name} raised {type(exc).__name__}: {exc}") from exc
-    except Exception as exc:  # the user's module failed while importing: say so in one line
-        raise ConfigError(f"dataset {ref!r}: importing {name} raised {type(exc).__name__}: {exc}") from exc
-
-
-def import_file(path: Path, ref: str) -> ModuleType:
-    """Import the Python file ``path`` as a module (registered in ``sys.modules`` under a name derived
-    from its path, so dataclasses and DataLoader workers can find it)."""
-    if not path.is_file():
-        raise ConfigError(f"dataset {ref!r}: file {path} not found; expected a Python file defining "
-                          f"{ref.rpartition(':')[2]}()")
-    name = f"deepcompress_user_{path.stem}_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None  # a .py file always has a source loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # the user's file failed while importing: say so in one line
-        del sys.modules[name]
-        raise ConfigError(f"dataset {ref!r}: importing {path} raised {type(exc).__name__}: {exc}") from exc
-    return module
 
 
 def call_loaders(loaders: Callable[[], Any], ref: str, attr: str) -> tuple[Data, Data]:

@@ -1,12 +1,22 @@
-"""The whole Deep Compression pipeline: prune + retrain, quantize + fine-tune, export, encode, verify.
+"""The whole Deep Compression pipeline on any network: prune + retrain, quantize + fine-tune, encode, verify.
 
-Each stage reports test accuracy, so a user sees what each one cost (paper Fig. 1). The written file
-is read back and decoded, and the decoded network must reproduce the quantized network's weights
-bit for bit; its accuracy is then measured from the file itself.
+:func:`compress` takes what a user has -- a module, a :class:`PipelineConfig`, training and test data
+(tensors, Datasets or DataLoaders), optionally their own ``evaluate`` or ``train_step`` -- and writes
+one file; :func:`compress_config` resolves all of that from a TOML config (model reference, checkpoint,
+dataset) and calls it. The pipeline is a list of stages (reference, prune, quantize, fine-tune, file)
+run by one :class:`Runner`, which owns skipping finished stages, restoring their result, recording
+each stage's score and time, and checkpointing, so an interrupted run resumes and writes the same file
+(paper Fig. 1: each stage reports what it cost). The written file is read back; the decoded network
+must reproduce the quantized network's tensors bit for bit and score exactly what it scored.
+
+Without training data (post-training mode: no ``train``, ``epochs_per_round = 0``, ``quantize.epochs
+= 0``) nothing is retrained; without test data or ``evaluate`` nothing is scored, and the report gives
+each layer's relative weight error instead.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -18,22 +28,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepcompress.checkpoint import load_checkpoint
 from deepcompress.coding import best_index_bits
 from deepcompress.config import PipelineConfig
-from deepcompress.data import NORMALIZATION, load_split
 from deepcompress.decode import to_dense_module
 from deepcompress.errors import ConfigError
 from deepcompress.format import load_compressed, save
 from deepcompress.format.inspect import inspect_file
-from deepcompress.prune import (
-    PruneMethod,
-    SensitivityPlanner,
-    iterative_prune_,
-    keep_pruned_zero,
-    set_masks_,
-    sparsity_report,
-)
+from deepcompress.prune import PruneMethod, SensitivityPlanner, iterative_prune_, keep_pruned_zero, set_masks_, sparsity_report
+from deepcompress.prune.apply import MASK
 from deepcompress.quantize import (
     choose_bits,
     codebook_of,
@@ -41,18 +43,23 @@ from deepcompress.quantize import (
     quantization_report,
     quantize_,
     quantized_layers,
+    stored_as_is,
+    strip_quantization_,
 )
 from deepcompress.quantize.config import AUTO
 from deepcompress.resume import RunState
-from deepcompress.train import evaluate, fit
+from deepcompress.selection import FilterFn, select_layers
+from deepcompress.train import Data, evaluate as evaluate_data, fit
+
+Score = Callable[[nn.Module], float]
 
 
 @dataclass
 class StageResult:
-    """Accuracy and wall time after one stage."""
+    """Score (test accuracy, or the configured metric; ``None`` without test data) and wall time after one stage."""
 
     stage: str
-    accuracy: float
+    accuracy: float | None
     seconds: float
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -66,180 +73,309 @@ class PipelineResult:
     config: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "stages": [{"stage": s.stage, "accuracy": s.accuracy, "error": 1 - s.accuracy, "seconds": round(s.seconds, 2), **s.details} for s in self.stages],
-            "report": self.report,
-            "config": self.config,
-        }
+        def row(s: StageResult) -> dict[str, Any]:
+            error = None if s.accuracy is None else 1 - s.accuracy
+            return {"stage": s.stage, "accuracy": s.accuracy, "error": error, "seconds": round(s.seconds, 2), **s.details}
+
+        return {"stages": [row(s) for s in self.stages], "report": self.report, "config": self.config}
+
+
+@dataclass
+class Task:
+    """What the stages train and score with."""
+
+    train: Data | None
+    validation: Data | None
+    score: Score | None
+    validate: Score | None
+    dataset: str | None = None
+    loss_fn: Callable[..., torch.Tensor] | None = None
+    train_step: Callable[..., Any] | None = None
+    progress: bool = True
+
+
+@dataclass
+class Stage:
+    """One step of the pipeline: ``run`` does it (returning details for the report); ``restore`` puts
+    a finished stage's result back into the model when a resumed run skips it."""
+
+    name: str
+    run: Callable[[nn.Module], dict[str, Any]]
+    restore: Callable[[nn.Module], None] = lambda model: None
+    checkpoint: bool = True
+    """Save the model's weights under the stage's name when it finishes (``restore`` reads them)."""
+
+
+class Runner:
+    """Runs stages in order with one skip / restore / record / checkpoint site (see the module docstring)."""
+
+    def __init__(self, state: RunState, score: Score | None, log: Callable[[str], None]) -> None:
+        self.state = state
+        self.score = score
+        self.log = log
+        self.results = [StageResult(**s) for s in state.get("stages", [])]
+
+    def done(self, name: str) -> bool:
+        return any(r.stage == name for r in self.results)
+
+    def run(self, model: nn.Module, stages: list[Stage]) -> list[StageResult]:
+        for stage in stages:
+            if self.done(stage.name):
+                stage.restore(model)
+                continue
+            start = time.perf_counter()
+            details = stage.run(model)
+            self.record(model, stage.name, time.perf_counter() - start, details)
+            self.state.update(model if stage.checkpoint else None, weights_name=stage.name)
+        return self.results
+
+    def record(self, model: nn.Module, name: str, seconds: float, details: dict[str, Any]) -> None:
+        score = self.score(model) if self.score is not None else None
+        self.results.append(StageResult(name, score, seconds, details))
+        shown = "not scored (no test data)" if score is None else f"test score {100 * score:.2f}%"
+        self.log(f"[{name}] {shown}, {seconds:.0f} s")
+        self.state.update(stages=[asdict(r) for r in self.results])
 
 
 def compress(
-    cfg: PipelineConfig,
-    out: str | Path,
+    model: nn.Module,
+    config: PipelineConfig,
     *,
-    data_dir: str | None = None,
+    out: str | os.PathLike[str],
+    train: Data | None = None,
+    test: Data | None = None,
+    evaluate: Score | None = None,
+    train_step: Callable[..., Any] | None = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    metric: Callable[[Any, Any], float] | None = None,
+    filter_fn: FilterFn | None = None,
+    dataset: str | None = None,
+    arch: dict[str, Any] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> PipelineResult:
-    """Run the configured pipeline from ``cfg.checkpoint`` and write the compressed file ``out``.
+    """Compress ``model`` in place as ``config`` says and write the file ``out``; returns the result.
 
-    The run checkpoints after every retraining epoch (see :mod:`deepcompress.resume`); called again
-    with the same configuration after an interruption, it resumes and writes the same file.
+    ``train`` / ``test``: ``(inputs, targets)`` tensors, Datasets or DataLoaders (``train`` None: no
+    retraining). ``evaluate(model) -> float`` (higher is better) replaces scoring on ``test``;
+    ``metric(outputs, targets)`` and ``loss_fn(outputs, targets)`` replace accuracy and cross-entropy,
+    ``train_step(model, batch, optimizer)`` the training step (see :func:`deepcompress.train.fit`).
+    ``filter_fn(module, name)`` narrows the layers compressed (with ``config.targets`` / ``ignore``).
+    ``arch``: the architecture record stored in the file (default: :func:`deepcompress.sources.record_for`).
+    The run checkpoints after every stage and retraining epoch; called again with the same
+    configuration after an interruption, it resumes and writes the same file.
     """
-    if cfg.quantize is None:
+    if config.quantize is None:
         raise ConfigError("config has no [quantize] table; the compressed format stores codebooks, so quantization is required")
     out = Path(out)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"cannot write {out}: directory {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK):
         raise PermissionError(f"cannot write {out}: directory {out.parent} is not writable")
-    state = RunState(out, cfg.to_dict())
+    config = _narrow_selection(model, config, filter_fn)
+    if train is not None and uses_validation(config):
+        train, validation = split_validation(train, config)
+    else:
+        validation = None
+    if uses_validation(config) and validation is None:
+        raise ConfigError("automatic pruning or bits (method/bits 'auto') choose on held-out training data; pass train=...")
+    score = evaluate or _scorer(test, config.device, metric)
+    validate = _scorer(validation, config.device, metric)
+    task = Task(train, validation, score, validate, dataset, loss_fn, train_step, progress)
+    state = RunState(out, config.to_dict())
     if state.resumed:
         log(f"resuming from {state.dir}")
-    model, _ = load_checkpoint(cfg.checkpoint, expect_model=cfg.model)
-    train = load_split(cfg.dataset, "train", data_dir).tensors(cfg.train_limit)
-    test = load_split(cfg.dataset, "test", data_dir).tensors(cfg.test_limit)
-    train, validation = split_validation(train, cfg)
-    device = cfg.device
-    stages = [StageResult(**s) for s in state.get("stages", [])]
+    if arch is None:
+        from deepcompress.sources import record_for
 
-    def accuracy(m: nn.Module) -> float:
-        return evaluate(m, test, device=device)["accuracy"]
-
-    def validation_accuracy(m: nn.Module) -> float:
-        return evaluate(m, validation, device=device)["accuracy"]
-
-    # the model is still the reference here (a resumed run restores its progress below); only the
-    # automatic pruning plan compares against it
-    auto_prune = cfg.prune is not None and cfg.prune.method is PruneMethod.AUTO
-    reference_validation = validation_accuracy(model) if auto_prune else None
-
-    def record(stage: str, start: float, **details: Any) -> None:
-        stages.append(StageResult(stage, accuracy(model), time.perf_counter() - start, details))
-        log(f"[{stage}] test accuracy {100 * stages[-1].accuracy:.2f}% (error {100 * (1 - stages[-1].accuracy):.2f}%), {stages[-1].seconds:.0f} s")
-        state.update(stages=[asdict(s) for s in stages])
-
-    def train_stage(m: nn.Module, key: str, epochs: int, lr: float, seed: int, weight_decay: float,
-                    description: str, on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None) -> None:
-        """One (re)training run with a checkpoint after each epoch, resumed from ``key``'s progress."""
-        done = state.get(key, {}).get("epochs_done", 0)
-        run_cfg = replace(cfg.train, epochs=epochs, seed=seed, weight_decay=weight_decay)
-        fit(m, train, run_cfg, dataset=cfg.dataset, lr=lr, device=device, on_optimizer=on_optimizer,
-            progress=progress, description=description, start_epoch=done,
-            optimizer_state=state.optimizer_state() if done else None,
-            on_epoch_end=lambda epoch, opt: state.update(m, opt, **{key: {**state.get(key, {}), "epochs_done": epoch}}))
-
-    def done(stage: str) -> bool:
-        return any(s.stage == stage for s in stages)
-
-    if not done("reference"):
-        record("reference", time.perf_counter())
-
-    if cfg.prune is not None and not done("prune"):
-        start = time.perf_counter()
-        prune_cfg = cfg.prune
-        progress_so_far = state.get("prune", {})
-        rounds_done = progress_so_far.get("rounds_done", 0)
-        in_round = f"round{rounds_done}" in state.progress
-        if state.resumed and (rounds_done or in_round):
-            restore_pruned(model, state.weights())
-
-        def retrain(m: nn.Module, round_index: int) -> None:
-            train_stage(m, f"round{round_index}", prune_cfg.epochs_per_round, cfg.train.lr * prune_cfg.lr_factor,
-                        cfg.seed + round_index, prune_cfg.weight_decay, f"retrain round {round_index + 1}",
-                        on_optimizer=lambda opt: keep_pruned_zero(opt, m))
-
-        plan = SensitivityPlanner(prune_cfg, validation_accuracy, reference_validation) if auto_prune else None
-
-        def round_end(done: int, history: list[dict[str, Any]]) -> None:
-            if plan is not None and done - 1 in plan.rounds:
-                history[-1]["plan"] = plan.rounds[done - 1]
-            full = progress_so_far.get("history", []) + history
-            state.update(model, prune={"rounds_done": done, "history": full})
-
-        history = iterative_prune_(model, prune_cfg, retrain=retrain, evaluate=accuracy, progress=progress,
-                                   start_round=rounds_done, start_pruned=in_round, on_round_end=round_end, plan=plan)
-        record("prune", start, rounds=progress_so_far.get("history", []) + history, sparsity=sparsity_report(model))
-        state.update(model, weights_name="pruned")
-    elif cfg.prune is not None:
-        restore_pruned(model, state.weights("pruned"))
-
-    qcfg = cfg.quantize
+        record = record_for(model)
+        arch = record.to_dict() if record is not None else None
+    runner = Runner(state, score, log)
+    reference = {n: m.weight.detach().cpu().clone() for n, m in select_layers(model, config.quantize.types,
+                 config.quantize.patterns, config.quantize.ignore)} if score is None else None
+    stages = _stages(config, task, state)
+    runner.run(model, stages)
+    if score is None:
+        runner.results[-1].details["weight_error"] = weight_errors(model, reference or {})
     start = time.perf_counter()
-    chosen: dict[str, Any] = {}
-    if qcfg.bits == AUTO:
-        if state.get("auto_bits") is None:
-            qcfg, scan = choose_bits(model, qcfg, validation_accuracy, progress=progress)
-            state.update(auto_bits=dict(qcfg.bits), bits_scan=scan)
-        qcfg = replace(qcfg, bits=state.get("auto_bits"))
-        chosen = {"bits": state.get("auto_bits"), "bits_scan": state.get("bits_scan")}
-        log(f"[quantize] bits chosen on the validation images: {state.get('auto_bits')}")
-    quantize_(model, qcfg)
-    if not done("quantize"):
-        record("quantize", start, layers=quantization_report(model), **chosen)
-    if qcfg.epochs > 0:
-        if "finetune" in state.progress:
-            model.load_state_dict(state.weights())
-        if not done("fine-tune"):
-            start = time.perf_counter()
-            train_stage(model, "finetune", qcfg.epochs, qcfg.lr, cfg.seed + 1000, 0.0, "fine-tune centroids")
-            record("fine-tune", start, layers=quantization_report(model))
-
-    start = time.perf_counter()
-    report, file_accuracy = write_verified(model, cfg, out, stages[0].accuracy, accuracy)
-    stages.append(StageResult("file", file_accuracy, time.perf_counter() - start, {"file_bytes": report["file_bytes"], "ratio": report["ratio"]}))
-    log(f"[file] {out}: {report['file_bytes']} bytes, {report['ratio']:.1f}x smaller than dense fp32, "
-        f"test accuracy {100 * file_accuracy:.2f}% (error {100 * (1 - file_accuracy):.2f}%)")
+    reference_score = runner.results[0].accuracy
+    report, file_score = write_verified(model, config, out, reference_score, score, dataset=dataset, arch=arch)
+    runner.results.append(StageResult("file", file_score, time.perf_counter() - start,
+                                      {"file_bytes": report["file_bytes"], "ratio": report["ratio"]}))
+    shown = "" if file_score is None else f", test score {100 * file_score:.2f}%"
+    log(f"[file] {out}: {report['file_bytes']} bytes, {report['ratio']:.1f}x smaller than dense{shown}")
     state.finish()
-    return PipelineResult(stages, report, cfg.to_dict())
+    return PipelineResult(runner.results, report, config.to_dict())
+
+
+def _stages(cfg: PipelineConfig, task: Task, state: RunState) -> list[Stage]:
+    """The pipeline's stages for ``cfg``: reference, prune (when configured), quantize, fine-tune (when
+    configured and there is training data)."""
+    stages = [Stage("reference", lambda model: {}, checkpoint=False)]
+    if cfg.prune is not None:
+        stages.append(Stage("prune", lambda model: _prune(model, cfg, task, state),
+                            restore=lambda model: restore_pruned(model, state.weights("prune"))))
+    stages.append(Stage("quantize", lambda model: _quantize(model, cfg, task, state),
+                        restore=lambda model: quantize_(model, replace(cfg.quantize, bits=state.get("bits"))), checkpoint=False))
+    if cfg.quantize.epochs > 0 and task.train is not None:
+        stages.append(Stage("fine-tune", lambda model: _fine_tune(model, cfg, task, state),
+                            restore=lambda model: model.load_state_dict(state.weights("fine-tune"))))
+    return stages
+
+
+def _train(model: nn.Module, cfg: PipelineConfig, task: Task, state: RunState, key: str, epochs: int, lr: float,
+           seed: int, weight_decay: float, description: str,
+           on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None) -> None:
+    """One (re)training run with a checkpoint after each epoch, resumed from ``key``'s progress."""
+    if task.train is None or epochs == 0:
+        return
+    done = state.get(key, {}).get("epochs_done", 0)
+    if done:
+        model.load_state_dict(state.weights())
+    run_cfg = replace(cfg.train, epochs=epochs, seed=seed, weight_decay=weight_decay)
+    fit(model, task.train, run_cfg, dataset=task.dataset, lr=lr, device=cfg.device, on_optimizer=on_optimizer,
+        progress=task.progress, description=description, start_epoch=done,
+        optimizer_state=state.optimizer_state() if done else None, loss_fn=task.loss_fn, train_step=task.train_step,
+        on_epoch_end=lambda epoch, opt: state.update(model, opt, **{key: {"epochs_done": epoch}}))
+
+
+def _prune(model: nn.Module, cfg: PipelineConfig, task: Task, state: RunState) -> dict[str, Any]:
+    """Iterative prune / retrain rounds (section 2), resumed inside a round from the run state."""
+    prune_cfg = cfg.prune
+    assert prune_cfg is not None
+    so_far = state.get("prune", {})
+    rounds_done = so_far.get("rounds_done", 0)
+    in_round = f"round{rounds_done}" in state.progress
+    if rounds_done or in_round:
+        restore_pruned(model, state.weights())
+    auto = prune_cfg.method is PruneMethod.AUTO
+    plan = None
+    if auto:
+        reference = state.get("reference_validation")
+        if reference is None:
+            reference = task.validate(model)
+            state.update(reference_validation=reference)
+        plan = SensitivityPlanner(prune_cfg, task.validate, reference)
+
+    def retrain(m: nn.Module, round_index: int) -> None:
+        _train(m, cfg, task, state, f"round{round_index}", prune_cfg.epochs_per_round, cfg.train.lr * prune_cfg.lr_factor,
+               cfg.seed + round_index, prune_cfg.weight_decay, f"retrain round {round_index + 1}",
+               on_optimizer=lambda opt: keep_pruned_zero(opt, m))
+
+    def round_end(done: int, history: list[dict[str, Any]]) -> None:
+        if plan is not None and done - 1 in plan.rounds:
+            history[-1]["plan"] = plan.rounds[done - 1]
+        state.update(model, prune={"rounds_done": done, "history": so_far.get("history", []) + history})
+
+    history = iterative_prune_(model, prune_cfg, retrain=retrain, evaluate=task.score, progress=task.progress,
+                               start_round=rounds_done, start_pruned=in_round, on_round_end=round_end, plan=plan)
+    return {"rounds": so_far.get("history", []) + history, "sparsity": sparsity_report(model)}
+
+
+def _quantize(model: nn.Module, cfg: PipelineConfig, task: Task, state: RunState) -> dict[str, Any]:
+    """k-means weight sharing (section 3); ``bits = "auto"`` first chooses widths on held-out data."""
+    qcfg = cfg.quantize
+    assert qcfg is not None
+    details: dict[str, Any] = {}
+    if qcfg.bits == AUTO:
+        qcfg, scan = choose_bits(model, qcfg, task.validate, progress=task.progress)
+        details = {"bits": dict(qcfg.bits), "bits_scan": scan}
+    state.update(bits=dict(qcfg.bits) if not isinstance(qcfg.bits, int) else qcfg.bits)
+    quantize_(model, qcfg)
+    return {"layers": quantization_report(model), **details}
+
+
+def _fine_tune(model: nn.Module, cfg: PipelineConfig, task: Task, state: RunState) -> dict[str, Any]:
+    """Centroid fine-tuning (section 3.3): the codebooks are the only trainable part of the weights."""
+    qcfg = cfg.quantize
+    assert qcfg is not None
+    _train(model, cfg, task, state, "finetune", qcfg.epochs, qcfg.lr, cfg.seed + 1000, 0.0, "fine-tune centroids")
+    return {"layers": quantization_report(model)}
+
+
+def _scorer(data: Data | None, device: str | None, metric: Callable[[Any, Any], float] | None) -> Score | None:
+    """``model -> score`` on ``data`` (accuracy, or ``metric``), or ``None`` without data."""
+    if data is None:
+        return None
+    return lambda model: float(evaluate_data(model, data, device=device, metric=metric)["score"])
+
+
+def _narrow_selection(model: nn.Module, cfg: PipelineConfig, filter_fn: FilterFn | None) -> PipelineConfig:
+    """Apply the config's ``targets`` / ``ignore`` and ``filter_fn`` to every stage: each stage then
+    selects exactly the named layers it selected before that are also in the overall selection."""
+    if cfg.targets is None and not cfg.ignore and filter_fn is None:
+        return cfg
+    chosen = [name for name, _ in select_layers(model, None, cfg.targets, cfg.ignore, filter_fn)]
+
+    def narrow(stage: Any) -> Any:
+        if stage is None:
+            return None
+        names = [n for n, _ in select_layers(model, stage.types, stage.patterns, stage.ignore) if n in chosen]
+        if not names:
+            raise ConfigError(f"targets / ignore / filter_fn leave no layer for a stage selecting {stage.patterns or 'all'}")
+        return replace(stage, patterns=tuple(names), ignore=())
+
+    return replace(cfg, prune=narrow(cfg.prune), quantize=narrow(cfg.quantize))
 
 
 def uses_validation(cfg: PipelineConfig) -> bool:
-    """Whether a stage chooses settings automatically and so needs validation images."""
+    """Whether a stage chooses settings automatically and so needs validation data."""
     auto_prune = cfg.prune is not None and cfg.prune.method is PruneMethod.AUTO
     return auto_prune or (cfg.quantize is not None and cfg.quantize.bits == AUTO)
 
 
-def split_validation(
-    train: tuple[torch.Tensor, torch.Tensor], cfg: PipelineConfig
-) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """``(retraining, validation)`` images: the last ``cfg.validation_images`` training images are held
-    out of retraining when automatic choices need them, so the test set never steers a choice. (A
-    reference trained on them scores too well on them, which the automatic pruning's ``tolerance``,
-    measured against that score, has to absorb.) Without automatic choices nothing is held out."""
-    if not uses_validation(cfg):
-        return train, (train[0][:0], train[1][:0])
-    images, labels = train
+def split_validation(train: Data, cfg: PipelineConfig) -> tuple[Data, Data]:
+    """``(retraining, validation)``: the last ``cfg.validation_images`` training samples, held out of
+    retraining for the automatic choices, so the test set never steers a choice. (A reference trained
+    on them scores too well on them, which the automatic pruning's ``tolerance``, measured against that
+    score, has to absorb.) Works on tensor pairs and on Datasets (as ``Subset``s)."""
     held = cfg.validation_images
-    if held >= len(images):
+    if isinstance(train, tuple):
+        images, labels = train
+        size = len(images)
+    elif isinstance(train, torch.utils.data.Dataset):
+        size = len(train)  # type: ignore[arg-type]
+    else:
+        raise ConfigError("automatic choices need train data as tensors or a Dataset (a DataLoader cannot be split)")
+    if held >= size:
         raise ConfigError(
             f"validation_images: {held} held out for automatic choices leaves no training images out of "
-            f"{len(images)}; lower validation_images (or raise train_limit)"
+            f"{size}; lower validation_images (or raise train_limit)"
         )
-    return (images[:-held], labels[:-held]), (images[-held:], labels[-held:])
+    if isinstance(train, tuple):
+        return (images[:-held], labels[:-held]), (images[-held:], labels[-held:])
+    subset = torch.utils.data.Subset
+    return subset(train, range(size - held)), subset(train, range(size - held, size))
 
 
 def write_verified(
-    model: nn.Module, cfg: PipelineConfig, out: Path, reference_accuracy: float, accuracy: Callable[[nn.Module], float]
-) -> tuple[dict[str, Any], float]:
-    """Export the quantized ``model``, write ``out``, read it back and check it; returns (report, accuracy).
+    model: nn.Module, cfg: PipelineConfig, out: Path, reference_score: float | None, score: Score | None,
+    *, dataset: str | None = None, arch: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], float | None]:
+    """Export the quantized ``model``, write ``out``, read it back and check it; returns (report, score).
 
-    The file's accuracy is measured on the in-memory model (after any float16 rounding) and stored in
-    the file; the decoded file must hold bit-identical arrays and score exactly that accuracy.
+    The file's score is measured on the in-memory model (after any float16 rounding) and stored in the
+    file; the decoded file must hold bit-identical tensors and score exactly that. The report adds
+    every tensor stored as-is and why (:func:`deepcompress.quantize.stored_as_is`).
     """
     model.cpu().eval()
     if cfg.encode.value_dtype == "float16":
         round_values_to_half_(model)
-    file_accuracy = accuracy(model)
+    file_score = score(model) if score is not None else None
     # Only what a user of the file needs travels in it; the full config and history go to the report.
-    metadata = {
-        "dataset": cfg.dataset,
-        "normalization": list(NORMALIZATION[cfg.dataset]),
-        "reference_accuracy": reference_accuracy,
-        "test_accuracy": file_accuracy,
-        "source": Path(cfg.checkpoint).name,
-    }
-    compressed = export_compressed(model, cfg.model, index_bits=choose_index_bits(cfg.encode.index_bits), metadata=metadata)
+    metadata: dict[str, Any] = {"reference_accuracy": reference_score, "test_accuracy": file_score}
+    if dataset is not None:
+        metadata["dataset"] = dataset
+        from deepcompress.data import NORMALIZATION
+
+        if dataset in NORMALIZATION:
+            metadata["normalization"] = list(NORMALIZATION[dataset])
+    if cfg.checkpoint:
+        metadata["source"] = Path(cfg.checkpoint).name
+    builtin = arch is not None and arch.get("source") == "builtin" and not arch.get("kwargs")
+    name = arch["name"] if arch is not None and arch.get("source") == "builtin" else type(model).__name__
+    compressed = export_compressed(model, name, index_bits=choose_index_bits(cfg.encode.index_bits), metadata=metadata,
+                                   arch=None if arch is None or builtin else arch)
     for layer in compressed.layers:
         layer.bias_dtype = cfg.encode.value_dtype if layer.bias is not None else "float32"
         if cfg.encode.index_bits == "auto":
@@ -247,10 +383,34 @@ def write_verified(
     save(compressed, out, coder=cfg.encode.coder)
     decoded = load_compressed(out)
     verify_bit_identical(compressed, decoded)
-    decoded_accuracy = accuracy(to_dense_module(decoded))
-    if decoded_accuracy != file_accuracy:
-        raise AssertionError(f"decoded file scores {decoded_accuracy}, the model it was written from {file_accuracy}")
-    return inspect_file(out), decoded_accuracy
+    decoded_model = to_dense_module(decoded, model=plain_copy(model))
+    decoded_score = score(decoded_model) if score is not None else None
+    if decoded_score != file_score:
+        raise AssertionError(f"decoded file scores {decoded_score}, the model it was written from {file_score}")
+    report = inspect_file(out)
+    report["stored_as_is"] = stored_as_is(model, compressed)
+    return report, decoded_score
+
+
+def plain_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` without weight sharing or pruning masks: the module a user decodes into."""
+    clone = strip_quantization_(copy.deepcopy(model))
+    for module in clone.modules():
+        if MASK in module._buffers:
+            del module._buffers[MASK]
+    return clone
+
+
+def weight_errors(model: nn.Module, reference: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per layer, ``||W - W_ref|| / ||W_ref||`` of the compressed weights against the reference's (the
+    report of a run with nothing to score it on)."""
+    modules = dict(model.named_modules())
+    errors = {}
+    for name, ref in reference.items():
+        weight = modules[name].weight.detach().cpu()
+        norm = float(ref.norm())
+        errors[name] = float((weight - ref).norm()) / norm if norm else 0.0
+    return errors
 
 
 @torch.no_grad()
@@ -260,14 +420,15 @@ def round_values_to_half_(model: nn.Module) -> nn.Module:
     for _, module, _ in quantized_layers(model):
         codebook = codebook_of(module)
         codebook.copy_(codebook.half().float())
-        if module.bias is not None:
-            module.bias.copy_(module.bias.half().float())
+        bias = getattr(module, "bias", None)
+        if isinstance(bias, torch.Tensor) and bias.dtype == torch.float32:
+            bias.copy_(bias.half().float())
     return model
 
 
 def restore_pruned(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Load checkpointed weights of a pruned model: attach its masks, then its weights."""
-    masks = {k.removesuffix(".weight_mask"): v for k, v in tensors.items() if k.endswith(".weight_mask")}
+    masks = {k.removesuffix(f".{MASK}"): v for k, v in tensors.items() if k.endswith(f".{MASK}")}
     set_masks_(model, masks)
     model.load_state_dict(tensors)
 
@@ -279,17 +440,50 @@ def choose_index_bits(setting: Any) -> Any:
 
 
 def verify_bit_identical(expected: Any, actual: Any) -> None:
-    """Raise ``AssertionError`` unless two CompressedModels hold bit-identical arrays."""
+    """Raise ``AssertionError`` unless two CompressedModels hold bit-identical tensors."""
     a, b = expected.state_dict(), actual.state_dict()
     if a.keys() != b.keys():
         raise AssertionError(f"decoded tensors differ in names: {sorted(a.keys() ^ b.keys())}")
     for name in a:
-        if not np.array_equal(a[name].view(np.uint32), np.asarray(b[name], dtype=np.float32).view(np.uint32)):
+        want, got = np.asarray(a[name]), np.asarray(b[name]).astype(np.asarray(a[name]).dtype)
+        if want.shape != got.shape or want.tobytes() != got.tobytes():
             raise AssertionError(f"decoded tensor {name!r} is not bit-identical to the quantized model")
 
 
+def compress_config(
+    cfg: PipelineConfig,
+    out: str | Path,
+    *,
+    data_dir: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> PipelineResult:
+    """Run the pipeline a TOML config describes: build ``cfg.model`` (with ``model_args``), load
+    ``cfg.checkpoint``, read ``cfg.dataset``, resolve ``loss`` / ``metric`` / ``train_step``, then
+    :func:`compress`. Code a config names (a model factory, data loaders, functions) is run: the
+    config is the user's own."""
+    from deepcompress.checkpoint import load_state_into, read_state_dict
+    from deepcompress.datasets import resolve_dataset
+    from deepcompress.sources import build_model_ref, resolve_callable
+
+    base_dir = Path(cfg.base_dir) if cfg.base_dir else None
+    model, record = build_model_ref(cfg.model, cfg.model_args, base_dir)
+    if cfg.checkpoint:
+        tensors, _ = read_state_dict(cfg.checkpoint, strip_prefix=cfg.strip_prefix, rename=cfg.rename)
+        load_state_into(model, tensors, cfg.checkpoint)
+    train = test = None
+    if cfg.dataset is not None:
+        train, test = resolve_dataset(cfg.dataset, data_dir=data_dir, base_dir=base_dir, image_size=cfg.image_size,
+                                      channels=cfg.channels, mean=cfg.mean, std=cfg.std,
+                                      train_limit=cfg.train_limit, test_limit=cfg.test_limit)
+    functions = {key: resolve_callable(getattr(cfg, key), base_dir, key) if getattr(cfg, key) else None
+                 for key in ("loss", "metric", "train_step")}
+    return compress(model, cfg, out=out, train=train, test=test, loss_fn=functions["loss"], metric=functions["metric"],
+                    train_step=functions["train_step"], dataset=cfg.dataset, arch=record.to_dict(), progress=progress, log=log)
+
+
 def write_report(result: PipelineResult, out: Path) -> Path:
-    """Write ``<out stem>.json`` beside the compressed file: per-stage accuracy and time, per-layer report."""
+    """Write ``<out stem>.json`` beside the compressed file: per-stage scores and time, per-layer report."""
     from deepcompress.atomic import atomic_write_text
 
     json_path = out.with_suffix(".json")

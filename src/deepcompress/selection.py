@@ -16,7 +16,6 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Callable, Mapping, Sequence, TypeVar
 
-import torch
 from torch import nn
 from torch.nn.utils import parametrize
 

@@ -59,6 +59,8 @@ class ArchRecord:
             raise ConfigError(f"architecture record: source: expected one of {list(SOURCES)}, got {self.source!r}")
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"architecture record: name: expected a non-empty string, got {self.name!r}")
+        if self.source == "import":
+            _split_import(self.name)
         object.__setattr__(self, "kwargs", _json_object("kwargs", self.kwargs))
         if self.source == "hf":
             if self.config is None:
@@ -348,11 +350,11 @@ def _build_hf_from_config(name: str, config: Mapping[str, Any]) -> nn.Module:
 
 # --- import references -----------------------------------------------------------------------------
 
-def _split_import(ref: str) -> tuple[str, str]:
+def _split_import(ref: str, what: str = "model") -> tuple[str, str]:
     """``(module or file, attribute)`` of ``"target:attribute"`` (the last ':' splits, for Windows drives)."""
     target, _, attr = ref.rpartition(":")
     if not target or not attr.isidentifier():
-        raise ConfigError(f"model {ref!r}: expected an import reference 'pkg.module:factory' or 'path/to/file.py:factory'")
+        raise ConfigError(f"{what} {ref!r}: expected an import reference 'pkg.module:function' or 'path/to/file.py:function'")
     return target, attr
 
 
@@ -361,27 +363,44 @@ def _is_file(target: str) -> bool:
 
 
 def _build_import(ref: str, kwargs: Mapping[str, Any], dirs: Sequence[Path]) -> nn.Module:
-    target, attr = _split_import(ref)
-    module = _load_file(ref, target, dirs) if _is_file(target) else _import_module(ref, target)
+    return _call_factory(ref, import_reference(ref, dirs, "model"), kwargs)
+
+
+def import_reference(ref: str, dirs: Sequence[Path], what: str) -> Any:
+    """The object ``"pkg.mod:name"`` or ``"path/file.py:name"`` names (a relative file is looked up in
+    ``dirs``); this runs the module's code. ``what`` names the setting in every error
+    (``"model"``, ``"dataset"``, ``"loss"``, ...)."""
+    target, attr = _split_import(ref, what)
+    module = _load_file(ref, target, dirs, what) if _is_file(target) else _import_module(ref, target, what)
     if not hasattr(module, attr):
         callables = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
         where = f"file {target}" if _is_file(target) else f"module {target!r}"
-        raise ConfigError(f"model {ref!r}: {where} has no attribute {attr!r}; its callables: {callables}")
-    return _call_factory(ref, getattr(module, attr), kwargs)
+        raise ConfigError(f"{what} {ref!r}: {where} has no attribute {attr!r}; its callables: {callables}")
+    return getattr(module, attr)
 
 
-def _import_module(ref: str, name: str) -> ModuleType:
+def resolve_callable(ref: str, base_dir: Path | None, what: str) -> Callable[..., Any]:
+    """The function a config names (``loss``, ``metric``, ``train_step``): relative files resolve against
+    ``base_dir`` (the config's directory), then the current directory."""
+    dirs = [d for d in (base_dir, Path.cwd()) if d is not None]
+    function = import_reference(ref, dirs, what)
+    if not callable(function):
+        raise ConfigError(f"{what} {ref!r}: expected a function, got {type(function).__name__}")
+    return function
+
+
+def _import_module(ref: str, name: str, what: str = "model") -> ModuleType:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
-            raise ConfigError(f"model {ref!r}: no module named {name!r}; install it or put its directory on sys.path") from None
-        raise ConfigError(f"model {ref!r}: importing module {name!r} failed: {_one_line(exc)}") from exc
+            raise ConfigError(f"{what} {ref!r}: no module named {name!r}; install it or put its directory on sys.path") from None
+        raise ConfigError(f"{what} {ref!r}: importing module {name!r} failed: {_one_line(exc)}") from exc
     except Exception as exc:
-        raise ConfigError(f"model {ref!r}: importing module {name!r} failed: {_one_line(exc)}") from exc
+        raise ConfigError(f"{what} {ref!r}: importing module {name!r} failed: {_one_line(exc)}") from exc
 
 
-def _load_file(ref: str, target: str, dirs: Sequence[Path]) -> ModuleType:
+def _load_file(ref: str, target: str, dirs: Sequence[Path], what: str = "model") -> ModuleType:
     """Execute the Python file ``target`` (looked up in ``dirs`` when relative) as a fresh module.
 
     The module name is derived from the file's absolute path, so two files named ``model.py`` never
@@ -391,17 +410,17 @@ def _load_file(ref: str, target: str, dirs: Sequence[Path]) -> ModuleType:
     candidates = [path] if path.is_absolute() else [d / path for d in dirs]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
-        raise ConfigError(f"model {ref!r}: file {target} not found (looked for {[str(c) for c in candidates]})")
+        raise ConfigError(f"{what} {ref!r}: file {target} not found (looked for {[str(c) for c in candidates]})")
     found = found.resolve()
     name = "_deepcompress_model_" + hashlib.sha256(str(found).encode()).hexdigest()[:16]
     spec = importlib.util.spec_from_file_location(name, found)
     if spec is None or spec.loader is None:
-        raise ConfigError(f"model {ref!r}: expected a Python source file (.py), got {found}")
+        raise ConfigError(f"{what} {ref!r}: expected a Python source file (.py), got {found}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[name]
-        raise ConfigError(f"model {ref!r}: running {found} failed: {_one_line(exc)}") from exc
+        raise ConfigError(f"{what} {ref!r}: running {found} failed: {_one_line(exc)}") from exc
     return module

@@ -28,7 +28,7 @@ SCHEDULES = ("cosine", "constant")
 #: A user's training step: ``train_step(model, batch, optimizer) -> the batch's mean loss`` (see :func:`fit`).
 TrainStep = Callable[[nn.Module, Any, torch.optim.Optimizer], Union[torch.Tensor, float]]
 #: The step :func:`fit` runs: returns the loss and the number of right answers (``None``: not counted).
-StepResult = Callable[[nn.Module, Any, torch.optim.Optimizer], Tuple[Union[torch.Tensor, float], Union[int, None]]]
+Step = Callable[[nn.Module, Any, torch.optim.Optimizer], Tuple[Union[torch.Tensor, float], Union[int, None]]]
 
 
 @dataclass(frozen=True)
@@ -267,8 +267,8 @@ def fit(
     ``on_optimizer`` receives the optimizer before the first step. ``lr`` overrides ``cfg.lr``
     (retraining uses a fraction of the original rate).
 
-    Resuming: every epoch draws its shuffling and augmentation (and the global torch seed, which
-    seeds DataLoader workers and dropout) from ``(cfg.seed, epoch)``, so a run restarted at
+    Resuming: every epoch draws its shuffling, augmentation, DataLoader worker seeds and the global
+    torch seed (which dropout draws from) from ``(cfg.seed, epoch)``, so a run restarted at
     ``start_epoch`` with the weights and ``optimizer_state`` saved by ``on_epoch_end(epochs_done,
     optimizer)`` continues exactly as an uninterrupted run would.
     """
@@ -281,11 +281,7 @@ def fit(
         optimizer.load_state_dict(optimizer_state)
     if on_optimizer is not None:
         on_optimizer(optimizer)
-    count = len(data[0]) if kind == "tensors" else len(data) if kind == "dataset" else None  # type: ignore[arg-type]
-    steps_per_epoch = math.ceil(count / cfg.batch_size) if count is not None else sized(data)  # type: ignore[arg-type]
-    if steps_per_epoch is None and cfg.schedule == "cosine":
-        raise ConfigError("train.schedule: the cosine schedule needs the number of steps per epoch; expected a "
-                          "DataLoader with a length, got one without; use schedule = 'constant'")
+    steps_per_epoch = count_steps(data, kind, cfg)
     total_steps = max(1, cfg.epochs * (steps_per_epoch or 0))
     base_lrs = [lr if lr is not None else cfg.lr for _ in optimizer.param_groups]
     background = background_value(dataset, data[0]) if kind == "tensors" and cfg.augment else 0.0  # type: ignore[index]
@@ -296,22 +292,15 @@ def fit(
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)
         model.train()
-        if kind == "tensors":
-            order = torch.randperm(count, generator=generator)  # type: ignore[arg-type]
-            shift = cfg.max_shift if cfg.augment else 0
-            batches: Iterable[Any] = tensor_batches(*data, order, cfg.batch_size, device, shift, background, generator)  # type: ignore[misc]
-        elif kind == "dataset":
-            batches = epoch_loader(data, cfg, device, generator)  # type: ignore[arg-type]
-        else:
-            batches = data  # type: ignore[assignment]
         meter = EpochMeter()
+        batches = epoch_batches(data, kind, cfg, device, generator, background)
         bar = progress_bar(batches, desc=f"{description} {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, enabled=progress)
         for batch in bar:
-            batch = to_device(batch, device)
             if cfg.schedule == "cosine":
                 factor = 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * factor
+            batch = to_device(batch, device)
             meter.add(batch_length(batch), *step_fn(model, batch, optimizer))
             step += 1
             bar.set_postfix(refresh=False, **meter.summary())
@@ -321,7 +310,33 @@ def fit(
     return history
 
 
-def builtin_step(loss_fn: Callable[[Any, Any], torch.Tensor]) -> StepResult:
+def count_steps(data: Data, kind: str, cfg: TrainConfig) -> int | None:
+    """Optimizer steps per epoch (``None``: a DataLoader without a length, allowed only without a
+    schedule that needs the total)."""
+    if kind == "loader":
+        steps = sized(data)  # type: ignore[arg-type]
+        if steps is None and cfg.schedule == "cosine":
+            raise ConfigError("train.schedule: the cosine schedule needs the number of steps per epoch; expected a "
+                              "DataLoader with a length, got one without; use schedule = 'constant'")
+        return steps
+    count = len(data[0]) if kind == "tensors" else len(data)  # type: ignore[index, arg-type]
+    return math.ceil(count / cfg.batch_size)
+
+
+def epoch_batches(data: Data, kind: str, cfg: TrainConfig, device: torch.device, generator: torch.Generator,
+                  background: float) -> Iterable[Any]:
+    """One epoch's batches of ``data``, shuffled (and tensors augmented) from the epoch's ``generator``."""
+    if kind == "tensors":
+        images, labels = data  # type: ignore[misc]
+        order = torch.randperm(len(images), generator=generator)
+        shift = cfg.max_shift if cfg.augment else 0
+        return tensor_batches(images, labels, order, cfg.batch_size, device, shift, background, generator)
+    if kind == "dataset":
+        return epoch_loader(data, cfg, device, generator)  # type: ignore[arg-type]
+    return data  # type: ignore[return-value]
+
+
+def builtin_step(loss_fn: Callable[[Any, Any], torch.Tensor]) -> Step:
     """The built-in step: forward, ``loss_fn``, backward, optimizer step; returns (loss, correct count)."""
 
     def step(model: nn.Module, batch: Any, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, int | None]:
@@ -336,7 +351,7 @@ def builtin_step(loss_fn: Callable[[Any, Any], torch.Tensor]) -> StepResult:
     return step
 
 
-def user_step(train_step: TrainStep) -> StepResult:
+def user_step(train_step: TrainStep) -> Step:
     """A user's ``train_step`` in the built-in step's shape (it reports no right answers)."""
 
     def step(model: nn.Module, batch: Any, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor | float, None]:
@@ -353,7 +368,7 @@ class EpochMeter:
         self.loss_sum = 0.0
         self.correct: int | None = 0
 
-    def add(self, n: int, loss: torch.Tensor | float, correct: int | None = None) -> None:
+    def add(self, n: int, loss: torch.Tensor | float, correct: int | None) -> None:
         self.loss_sum += float(loss.detach() if isinstance(loss, torch.Tensor) else loss) * n
         self.correct = None if correct is None or self.correct is None else self.correct + correct
         self.n += n
@@ -364,6 +379,7 @@ class EpochMeter:
         if self.correct is not None and self.n:
             out["train_accuracy"] = self.correct / self.n
         return out
+
 
 # --- evaluation ---------------------------------------------------------------------------------------
 

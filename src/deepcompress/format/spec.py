@@ -49,12 +49,12 @@ CRC = struct.Struct("<I")
 """The CRC-32 (zlib) that follows each layer's and each extra's bytes."""
 
 FLOAT_DTYPES = {"f4": "<f4", "f2": "<f2"}
+"""Stored float dtypes of codebooks, biases: float32 or float16 (only when exact)."""
 EXTRA_DTYPES = {"f4": "<f4", "f2": "<f2", "f8": "<f8", "i8": "<i8", "i4": "<i4", "i2": "<i2", "i1": "i1", "u1": "u1", "b1": "?"}
 """Stored dtypes of extra tensors (version 2; a version-1 extra, with no ``dtype`` field, is ``f4``):
 every extra is stored exactly in its own dtype; the reader widens ``f2`` to float32, as for codebooks."""
 EXTRA_DTYPE_OF = {"float32": "f4", "float64": "f8", "int64": "i8", "int32": "i4", "int16": "i2", "int8": "i1", "uint8": "u1", "bool": "b1", "float16": "f2"}
 """numpy dtype name of an extra -> its stored dtype."""
-"""Stored float dtypes of codebooks, biases: float32 or float16 (only when exact)."""
 BIAS_DTYPE_CODES = {"float32": "f4", "float16": "f2"}
 """``CompressedLayer.bias_dtype`` -> the header's ``bias`` value."""
 
@@ -72,11 +72,11 @@ SYMBOLS_PER_BYTE = 64
 """Decode budget: stream symbols (index plus codes, all layers) a file may declare per byte of its
 own size. A rANS or raw stream of one repeated symbol declares any count in 1-3 bytes, and decoding
 costs 16-28 bytes per symbol, so without this a 100-byte file could ask for 48 GB. Measured: the
-committed files declare at most 2.25 symbols per byte, the VGG-16 and AlexNet scale runs 1.76 and
+committed files declare at most 2.26 symbols per byte, the VGG-16 and AlexNet scale runs 1.76 and
 1.97; an unpruned layer with 1-bit codes 16; ``ibits`` 1 at 2% density (rANS) 50 (docs/SECURITY.md)."""
 MIN_SYMBOL_BUDGET = 2**22
-"""Floor of the symbol budget (4,194,304 symbols, at most ~120 MB to decode), so that no small
-file is refused for its ratio alone (an unpruned one-code layer costs 6 stream bytes at any size)."""
+"""Floor of the symbol budget (4,194,304 symbols, at most ~120 MB to decode): a file declaring no
+more is never refused for its ratio (an unpruned one-code layer costs 2-6 stream bytes at any size)."""
 DEFAULT_MAX_ELEMENTS = 2**28
 """Default limit on the dense weight elements the layers declare (268,435,456: 1 GiB of float32 once
 the caller densifies them). A layer with ``nnz`` 0 is a few bytes for any shape, yet ``dense_weight()``

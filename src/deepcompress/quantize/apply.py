@@ -8,7 +8,7 @@ into plain data); ``strip_quantization_`` bakes the shared weights back into ord
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,30 +16,50 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from deepcompress.errors import ConfigError
+from deepcompress.prune.masks import CHUNK
 from deepcompress.quantize.config import AUTO, QuantizeConfig, check_bits
 from deepcompress.quantize.kmeans import KMeans1D
-from deepcompress.quantize.shared import SharedWeight, install_shared_weight_, shared_weight_of, tie_shared_weight_
+from deepcompress.quantize.shared import (
+    SharedWeight,
+    install_shared_weight_,
+    position_dtype,
+    shared_weight_of,
+    tie_shared_weight_,
+)
 from deepcompress.selection import FilterFn, per_layer, select_layers, tied_layers
 
 MASK_NAME = "weight_mask"
 
 
-def survivors(module: nn.Module) -> torch.Tensor:
-    """Bool tensor of the module's surviving weights: its ``weight_mask`` buffer, else ``weight != 0``."""
-    weight = module.weight
-    mask = getattr(module, MASK_NAME, None)
-    if mask is None:
-        return weight.detach() != 0
+def _check_mask(mask: object, weight: torch.Tensor) -> None:
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != weight.shape:
         got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise ConfigError(f"expected {MASK_NAME} to be a bool tensor of shape {tuple(weight.shape)}, got {got}")
-    return mask.to(weight.device)
 
 
 def surviving_values(module: nn.Module) -> tuple[torch.Tensor, np.ndarray]:
-    """Flat positions of ``module``'s surviving weights and their values (float32 numpy, on the CPU)."""
-    positions = torch.nonzero(survivors(module).flatten()).flatten()
-    return positions, module.weight.detach().flatten()[positions].cpu().numpy()
+    """Flat positions of ``module``'s surviving weights (int32 where they fit, see :func:`position_dtype`;
+    on the weight's device) and their values (float32 numpy, on the CPU).
+
+    Found chunk by chunk, so nothing weight-sized is made (``torch.nonzero`` of a whole layer's mask
+    would return int64 pairs, and ``weight != 0`` a byte per weight).
+    """
+    weight = module.weight.detach()
+    mask = getattr(module, MASK_NAME, None)
+    if mask is not None:
+        _check_mask(mask, weight)
+        mask = mask.to(weight.device)
+    flat = weight.reshape(-1)
+    keep = None if mask is None else mask.reshape(-1)
+    dtype = position_dtype(flat.numel())
+    positions = [torch.zeros(0, dtype=dtype, device=weight.device)]
+    values = [np.zeros(0, dtype=np.float32)]
+    for start in range(0, flat.numel(), CHUNK):
+        part = flat[start : start + CHUNK]
+        local = torch.nonzero(part != 0 if keep is None else keep[start : start + CHUNK]).flatten()
+        positions.append(local.to(dtype) + start)
+        values.append(part[local].float().cpu().numpy())
+    return torch.cat(positions), np.concatenate(values)
 
 
 def layer_kmeans(values: np.ndarray, bits: int, cfg: QuantizeConfig, layer_index: int) -> KMeans1D:
@@ -75,20 +95,27 @@ def quantize_(model: nn.Module, cfg: QuantizeConfig | None = None, *, filter_fn:
     modules = dict(model.named_modules())
     for index, (name, module) in enumerate(layers):
         bits = check_bits(per_layer(cfg.bits, name, "bits"), f"bits of layer {name!r}")
-        weight = module.weight.detach()
-        positions, values = surviving_values(module)
-        if values.size:
-            km = layer_kmeans(values, bits, cfg, index)
-            codebook = torch.from_numpy(km.centroids_)
-            codes = torch.from_numpy(km.labels_.astype(np.int64))
-        else:
-            codebook = torch.zeros(0, dtype=torch.float32)
-            codes = torch.zeros(0, dtype=torch.int64)
-        shared = SharedWeight(weight.shape, positions.cpu(), codes, codebook.numel(), bits, cfg.grad_reduction)
-        install_shared_weight_(module, shared, codebook)
+        shared, codebook = _share_layer(module, bits, cfg, index)
+        install_shared_weight_(module, shared, codebook)  # the dense weight is freed here
         for follower in (n for n, owner in tied.items() if owner == name):
             tie_shared_weight_(modules[follower], shared)
     return model
+
+
+def _share_layer(module: nn.Module, bits: int, cfg: QuantizeConfig, index: int) -> tuple[SharedWeight, torch.Tensor]:
+    """The :class:`SharedWeight` and codebook of one layer, from k-means on its surviving weights.
+
+    Holds no reference to the dense weight, so installing the result frees it.
+    """
+    positions, values = surviving_values(module)
+    if values.size:
+        km = layer_kmeans(values, bits, cfg, index)
+        codebook, codes = torch.from_numpy(km.centroids_), torch.from_numpy(km.labels_)
+    else:
+        codebook, codes = torch.zeros(0, dtype=torch.float32), torch.zeros(0, dtype=torch.int32)
+    del values
+    shape = module.weight.shape
+    return SharedWeight(shape, positions.cpu(), codes, codebook.numel(), bits, cfg.grad_reduction), codebook
 
 
 def quantized_layers(model: nn.Module) -> list[tuple[str, nn.Module, SharedWeight]]:

@@ -10,7 +10,7 @@ why it was not compressed, so nothing is left out silently.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import AbstractSet, Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ def export_compressed(
     exported = {layer.name for layer in layers}
     covered = {f"{l.name}.weight" for l in layers} | {f"{l.name}.bias" for l in layers if l.bias is not None}
     tied_keys = {f"{n}.weight": f"{owner}.weight" for n, owner in tied.items() if owner in exported}
-    extras = {key: _as_numpy(t) for key, t in _plain_state(model) if key not in covered and key not in tied_keys}
+    extras = {key: _as_numpy(t) for key, t in _plain_state(model, skip=covered | set(tied_keys))}
     return CompressedModel(
         model_name=model_name,
         layers=layers,
@@ -83,9 +83,13 @@ def _layer(name: str, module: nn.Module, shared: Any, index_bits: int | Mapping[
     )
 
 
-def _plain_state(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+def _plain_state(model: nn.Module, skip: AbstractSet[str]) -> Iterator[tuple[str, torch.Tensor]]:
     """``(state-dict key, tensor)`` as an unparametrized model would have them: a parametrized tensor
-    under its own name (its computed value), no parametrization internals, no pruning masks."""
+    under its own name (its computed value), no parametrization internals, no pruning masks.
+
+    Keys in ``skip`` are left out before their tensor is read, so a compressed layer's weight is
+    never computed (a dense copy of the layer: 411 MB for VGG-16's fc6).
+    """
     for module_name, module in model.named_modules():
         if ".parametrizations" in f".{module_name}" or module_name.startswith("parametrizations"):
             continue
@@ -94,8 +98,10 @@ def _plain_state(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
         if parametrize.is_parametrized(module):
             names = [*names, *module.parametrizations]
         for tensor_name in names:
+            if tensor_name == MASK_NAME or prefix + tensor_name in skip:
+                continue
             tensor = getattr(module, tensor_name)
-            if tensor_name != MASK_NAME and isinstance(tensor, torch.Tensor):
+            if isinstance(tensor, torch.Tensor):
                 yield prefix + tensor_name, tensor
 
 
