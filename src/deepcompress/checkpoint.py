@@ -33,11 +33,24 @@ _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
 _PICKLE_MAGIC = b"\x80"  # torch.save's legacy format starts with a pickle protocol opcode
 
 
+def storable(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous tensors that safetensors can write: a tensor sharing memory with an earlier one
+    (a tied weight) is copied, since safetensors refuses shared storage and loading needs every key."""
+    seen: set[int] = set()
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        tensor = value.detach().cpu().contiguous()
+        pointer = tensor.untyped_storage().data_ptr() if tensor.numel() else -1
+        out[key] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    return out
+
+
 def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, Any]) -> None:
     """Write ``model``'s state dict and ``metadata`` (must include ``"model"``) to ``path`` atomically."""
     if "model" not in metadata:
         raise ValueError("checkpoint metadata needs a 'model' entry naming the architecture")
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = storable(model.state_dict())
     data = save_safetensors_bytes(tensors, metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
     atomic_write_bytes(path, data)
 

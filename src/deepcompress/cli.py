@@ -38,7 +38,8 @@ def restart_with_passive_wait() -> None:
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="mnist", help="mnist or fashion (default: mnist)")
+    parser.add_argument("--dataset", default="mnist",
+                        help="mnist, fashion, imagefolder:DIR or pkg.mod:loaders / file.py:loaders (default: mnist)")
     parser.add_argument("--data-dir", default=None, help="directory of IDX files (else DEEPCOMPRESS_DATA_DIR, else the packaged sources)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
@@ -90,14 +91,13 @@ def load_any_model(path: str, runtime: str = "dense", trust_code: bool = False) 
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from deepcompress.data import check_dataset_name, load_split
+    from deepcompress.datasets import resolve_dataset
     from deepcompress.train import evaluate
 
-    check_dataset_name(args.dataset)
     model, metadata = load_any_model(args.file, runtime=args.runtime, trust_code=args.trust_code)
     if metadata.get("dataset") not in (None, args.dataset):
         print(f"warning: {args.file} was trained on {metadata['dataset']!r}, evaluating on {args.dataset!r}", file=sys.stderr)
-    test = load_split(args.dataset, "test", args.data_dir).tensors()
+    _, test = resolve_dataset(args.dataset, data_dir=args.data_dir)
     result = evaluate(model, test, device=args.device)
     result = {key: result[key] for key in ("accuracy", "error", "n")}
     if args.json:

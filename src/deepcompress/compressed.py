@@ -27,6 +27,16 @@ EXTRA_DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int
 """numpy dtypes an uncompressed tensor may have (a bfloat16 tensor is widened to float32, exactly)."""
 
 
+def _index_array(values: Any, bound: int, dtype: type[np.integer]) -> np.ndarray:
+    """``values`` as a contiguous ``dtype`` array; values outside ``[0, bound)`` are kept as int64
+    instead, so that narrowing cannot wrap them into range and :meth:`CompressedLayer.validate`
+    reports them."""
+    array = np.asarray(values)
+    if array.size and array.dtype != dtype and (array.min() < 0 or array.max() >= bound):
+        dtype = np.int64
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
 @dataclass
 class CompressedLayer:
     """One pruned and weight-shared layer as plain arrays.
@@ -36,8 +46,9 @@ class CompressedLayer:
         kind: the layer handler's kind (``"linear"``, ``"conv2d"``, ``"embedding"``, ...).
         shape: the dense weight shape.
         codebook: float32 centroids, ``len(codebook) <= 2**weight_bits``.
-        positions: int64 flat (row-major) indices of the nonzero weights, strictly ascending.
-        codes: integer cluster index of each position, ``0 <= codes < len(codebook)``.
+        positions: flat (row-major) indices of the nonzero weights, strictly ascending; int32 when
+            the layer has at most ``2**31`` weights, else int64.
+        codes: cluster index of each position, ``0 <= codes < len(codebook)``; int32.
         bias: float32 bias of shape ``(shape[0],)`` or ``None``.
         weight_bits: bits per cluster index before entropy coding (the paper's "weight bits").
         index_bits: width of the relative sparse index (the paper's "index bits").
@@ -62,8 +73,10 @@ class CompressedLayer:
     def __post_init__(self) -> None:
         self.shape = tuple(int(s) for s in self.shape)
         self.codebook = np.ascontiguousarray(self.codebook, dtype=np.float32)
-        self.positions = np.ascontiguousarray(self.positions, dtype=np.int64)
-        self.codes = np.ascontiguousarray(self.codes, dtype=np.int64)
+        # int32 where the values fit (positions of layers up to 2**31 weights, any code): 4 bytes per
+        # surviving weight each instead of 8, which the reader, writer and decoder all accept
+        self.positions = _index_array(self.positions, self.numel, np.int32 if self.numel <= 2**31 else np.int64)
+        self.codes = _index_array(self.codes, self.codebook.size, np.int32)
         if self.bias is not None:
             self.bias = np.ascontiguousarray(self.bias, dtype=np.float32)
         self.validate()

@@ -92,7 +92,7 @@ class PipelineConfig:
     are layer-name patterns selecting what every stage compresses.
     """
 
-    model: str
+    model: str | None = None
     checkpoint: str | None = None
     model_args: Mapping[str, Any] = field(default_factory=dict)
     strip_prefix: str | None = None
@@ -120,7 +120,7 @@ class PipelineConfig:
     """Directory that relative file references resolve against (the config file's); not part of the config."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model:
+        if self.model is not None and (not isinstance(self.model, str) or not self.model):
             raise ConfigError(f"model: expected a model reference such as 'lenet5' or 'my_net.py:build', got {self.model!r}")
         if self.dataset is not None and (not isinstance(self.dataset, str) or not self.dataset):
             raise ConfigError(f"dataset: expected 'mnist', 'fashion', 'imagefolder:DIR' or 'pkg.mod:loaders', got {self.dataset!r}")
@@ -150,7 +150,7 @@ class PipelineConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain TOML/JSON data (``None`` and empty settings left out); :meth:`from_dict` reads it back."""
-        out: dict[str, Any] = {"model": self.model}
+        out: dict[str, Any] = {"model": self.model} if self.model is not None else {}
         for key in ("checkpoint", "model_args", "strip_prefix", "rename", "dataset", "image_size", "channels", "mean",
                     "std", "loss", "metric", "train_step", "targets", "ignore"):
             value = getattr(self, key)

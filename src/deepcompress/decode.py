@@ -104,21 +104,24 @@ def to_dense_module(cm: CompressedModel, model: nn.Module | None = None, device:
     return model
 
 
-def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+def load_state_dict(path: str | os.PathLike[str], *, max_elements: int | None = None) -> dict[str, torch.Tensor]:
     """The file's decoded tensors as a plain dense state dict, for ``model.load_state_dict(...)``.
 
     Weights are ``codebook[codes]`` at the stored positions (float32); every other tensor has the
-    dtype it was stored with; a tied weight appears under each of its names.
+    dtype it was stored with; a tied weight appears under each of its names. ``max_elements`` raises
+    the decode budget for a file that declares more (docs/SECURITY.md).
     """
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in load_compressed(path).state_dict().items()}
+    state = load_compressed(path, max_elements=max_elements).state_dict()
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
 
 
 def load_with_metadata(path: str | os.PathLike[str], model: nn.Module | None = None, *, runtime: str = "dense",
-                       trust_code: bool = False, **runtime_options: Any) -> tuple[nn.Module, dict[str, Any]]:
+                       trust_code: bool = False, max_elements: int | None = None,
+                       **runtime_options: Any) -> tuple[nn.Module, dict[str, Any]]:
     """Read ``path`` and build a module for ``runtime``; returns ``(module, file metadata)``."""
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}; expected one of {list(RUNTIMES)}")
-    compressed = load_compressed(path)
+    compressed = load_compressed(path, max_elements=max_elements)
     base_dir = Path(path).resolve().parent
     if runtime == "sparse":
         from deepcompress.runtime import to_sparse_module
@@ -131,13 +134,15 @@ def load_with_metadata(path: str | os.PathLike[str], model: nn.Module | None = N
 
 
 def load(path: str | os.PathLike[str], model: nn.Module | None = None, *, runtime: str = "dense",
-         trust_code: bool = False, **runtime_options: Any) -> nn.Module:
+         trust_code: bool = False, max_elements: int | None = None, **runtime_options: Any) -> nn.Module:
     """Load a compressed file as a ready-to-run module, in eval mode.
 
     ``model``: a module of the file's architecture to fill (its weights are overwritten); without it
     the file's architecture record builds one (user code only with ``trust_code=True``).
     ``runtime``: ``"dense"`` (decoded weights) or ``"sparse"`` (handled layers replaced by modules that
     compute from the compressed form; ``backend`` and ``conv_mode`` options, see
-    :func:`deepcompress.runtime.to_sparse_module`).
+    :func:`deepcompress.runtime.to_sparse_module`). ``max_elements`` raises the decode budget for a
+    file that declares more than the default (docs/SECURITY.md).
     """
-    return load_with_metadata(path, model, runtime=runtime, trust_code=trust_code, **runtime_options)[0]
+    return load_with_metadata(path, model, runtime=runtime, trust_code=trust_code, max_elements=max_elements,
+                              **runtime_options)[0]

@@ -27,12 +27,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from deepcompress.coding import best_index_bits
 from deepcompress.config import PipelineConfig
 from deepcompress.decode import to_dense_module
 from deepcompress.errors import ConfigError
-from deepcompress.format import load_compressed, save
+from deepcompress.format import load_compressed, save, spec
 from deepcompress.format.inspect import inspect_file
 from deepcompress.prune import PruneMethod, SensitivityPlanner, iterative_prune_, keep_pruned_zero, set_masks_, sparsity_report
 from deepcompress.prune.apply import MASK
@@ -381,7 +382,8 @@ def write_verified(
         if cfg.encode.index_bits == "auto":
             layer.index_bits = best_index_bits(layer.positions, layer.numel, coder=cfg.encode.coder)
     save(compressed, out, coder=cfg.encode.coder)
-    decoded = load_compressed(out)
+    # the file was just written from this model: whatever it declares, reading it back is expected
+    decoded = load_compressed(out, max_elements=spec.MAX_TOTAL_SYMBOLS)
     verify_bit_identical(compressed, decoded)
     decoded_model = to_dense_module(decoded, model=plain_copy(model))
     decoded_score = score(decoded_model) if score is not None else None
@@ -394,7 +396,14 @@ def write_verified(
 
 def plain_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` without weight sharing or pruning masks: the module a user decodes into."""
-    clone = strip_quantization_(copy.deepcopy(model))
+    clone = copy.deepcopy(model)
+    for module in clone.modules():
+        if parametrize.is_parametrized(module):
+            # deepcopy shares the generated Parametrized* class, and removing a parametrization deletes its
+            # property from that class: give the copy a class of its own so the original keeps working
+            cls = type(module)
+            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+    strip_quantization_(clone)
     for module in clone.modules():
         if MASK in module._buffers:
             del module._buffers[MASK]
@@ -466,6 +475,8 @@ def compress_config(
     from deepcompress.datasets import resolve_dataset
     from deepcompress.sources import build_model_ref, resolve_callable
 
+    if cfg.model is None:
+        raise ConfigError("config: missing required key 'model' (a model reference such as 'lenet5' or 'my_net.py:build')")
     base_dir = Path(cfg.base_dir) if cfg.base_dir else None
     model, record = build_model_ref(cfg.model, cfg.model_args, base_dir)
     if cfg.checkpoint:

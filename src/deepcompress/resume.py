@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from deepcompress.atomic import atomic_write_bytes, atomic_write_text
+from deepcompress.checkpoint import storable
 
 
 def state_dir_for(out: Path) -> Path:
@@ -26,7 +27,7 @@ def state_dir_for(out: Path) -> Path:
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
+    atomic_write_bytes(path, save(storable(tensors)))
 
 
 def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

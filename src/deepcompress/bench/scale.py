@@ -1,9 +1,12 @@
 """Compressing a full-size network without retraining: time and memory of every stage (paper Tables 4-5).
 
-``run_scale_benchmark("vgg16")`` takes VGG-16 (138M weights, 553 MB fp32) through the whole file
-pipeline -- prune each layer to the paper's density, share weights with 1-D k-means (conv 8 bits, fc
-5 bits), encode and write the ``.dcz`` file, read it back and decode it into a dense module -- and
-reports wall time per stage, peak resident memory and the per-layer table of the written file.
+``run_scale_benchmark("vgg16")`` takes VGG-16 (138M weights, 553 MB fp32) through the library's own
+path on the dense model -- :func:`~deepcompress.prune.prune_` to the paper's kept fraction per layer,
+:func:`~deepcompress.quantize.quantize_` (1-D k-means, conv 8 bits, fc 5 bits),
+:func:`~deepcompress.quantize.export_compressed`, :func:`~deepcompress.format.save`, then
+:func:`~deepcompress.format.load_compressed` and :func:`~deepcompress.decode.to_dense_module` -- and
+reports wall time and peak resident memory per stage and the per-layer table of the written file.
+Nothing here prunes, clusters or packages a layer by itself: what is measured is what a user gets.
 
 No ImageNet training happens here, so the weights are *trained-like* stand-ins: torch's default
 initialisation is uniform, whereas trained conv/fc weights are peaked at zero with heavy tails, so
@@ -11,10 +14,10 @@ every weight is drawn from a Laplace distribution with He scale (std ``sqrt(2 / 
 from a normal with std 0.01. Sizes of the entropy-coded streams depend on that choice; the stage
 times and memory do not, to first order.
 
-Memory is kept low by working layer by layer on the dense model: a layer's surviving weights are
-selected exactly but in chunks (:func:`prune_survivors`), after which its dense tensor is freed, and
-decoding writes straight into an uninitialised module (:func:`deepcompress.decode.to_dense_module`)
-instead of building a default-initialised one and copying state dicts into it.
+Memory is whole-process resident memory (``VmRSS`` / ``VmHWM`` of ``/proc/self/status``; tracemalloc
+does not see torch's allocations), the imports included: the peak of each stage is read after the
+stage with the high-water mark reset before it, and the resident memory left after each stage says
+what the next one starts from.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import torch
@@ -34,13 +37,16 @@ from torch import nn
 
 from deepcompress.allocator import pin_mmap_threshold
 from deepcompress.bench.machine import machine_info
-from deepcompress.compressed import CompressedLayer, CompressedModel
+from deepcompress.compressed import CompressedModel
 from deepcompress.decode import empty_model, to_dense_module
 from deepcompress.errors import ConfigError
 from deepcompress.format import inspect_file, load_compressed, save
+from deepcompress.prune import PruneConfig, prune_
+from deepcompress.prune.masks import CHUNK
+from deepcompress.quantize import QuantizeConfig, export_compressed, quantize_
 from deepcompress.selection import layer_kind, select_layers
-from deepcompress.prune.masks import count_to_prune
-from deepcompress.quantize import KMeans1D
+
+T = TypeVar("T")
 
 # Per model: the paper's layer names, kept fraction per layer (Tables 2-5), weight bits of conv and fc
 # layers and the relative-index width (section 2 and the tables' captions).
@@ -68,108 +74,11 @@ PAPER_SETTINGS: dict[str, dict[str, Any]] = {
 QUICK_STAND_IN = "lenet5"
 """The network ``quick=True`` compresses instead (same code path, thousandths of the work)."""
 
-_CHUNK = 1 << 20
-_SAMPLE = 1 << 16
-
-
-def _chunks(flat: torch.Tensor, size: int) -> list[tuple[int, torch.Tensor]]:
-    return [(start, flat[start : start + size]) for start in range(0, flat.numel(), size)]
-
-
-def prune_survivors(
-    weight: torch.Tensor, sparsity: float, chunk: int = _CHUNK, sample: int = _SAMPLE, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat positions (int64, ascending) and values of the weights that survive magnitude pruning.
-
-    Exactly the weights ``deepcompress.prune.masks.sparsity_mask(weight, sparsity)`` keeps (the
-    ``round(sparsity * n)`` smallest magnitudes pruned, earlier positions first among ties), found in
-    ``O(chunk)`` extra memory instead of the full-size copies ``torch.kthvalue`` makes (for VGG-16's
-    fc6, 411 MB of scores plus 822 MB of int64 indices). Hand-written for that reason: a random
-    sample's quantiles bracket the threshold, one chunked pass counts the magnitudes below the bracket
-    and gathers those inside it, an exact stable sort of that small set fixes the threshold and the
-    tie cut, and a second chunked pass collects the survivors. Works on any device.
-    """
-    if not weight.is_floating_point():
-        raise TypeError(f"prune_survivors: expected a floating-point weight, got dtype {weight.dtype}")
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"prune_survivors: expected sparsity in [0, 1), got {sparsity}")
-    flat = weight.detach().reshape(-1)
-    n = flat.numel()
-    k = count_to_prune(sparsity, n)
-    lo, hi = _bracket(flat, k, sample, seed)
-    below, cand_pos, cand_abs = _gather(flat, lo, hi, chunk)
-    if below > k:  # the sampled bracket missed (vanishingly rare): widen it to the whole range
-        lo = 0.0
-        below, cand_pos, cand_abs = _gather(flat, lo, hi, chunk)
-    if below + cand_pos.numel() < k:
-        hi = math.inf
-        below, cand_pos, cand_abs = _gather(flat, lo, hi, chunk)
-    r = k - below  # how many of the candidates are pruned
-    if r == 0:
-        keep: Callable[[torch.Tensor, int], torch.Tensor] = lambda a, start: a >= lo
-    else:
-        order = torch.sort(cand_abs, stable=True).indices  # candidates are in position order
-        threshold = cand_abs[order[r - 1]]
-        last_pruned = int(cand_pos[order[r - 1]])
-
-        def keep(a: torch.Tensor, start: int) -> torch.Tensor:
-            tied = a == threshold
-            if start <= last_pruned < start + a.numel():
-                tied[: last_pruned - start + 1] = False
-            elif start <= last_pruned:
-                tied.zero_()
-            return (a > threshold) | tied
-
-    positions, values = [], []
-    for start, part in _chunks(flat, chunk):
-        local = torch.nonzero(keep(part.abs(), start)).flatten()
-        positions.append(local + start)
-        values.append(part[local])
-    return torch.cat(positions), torch.cat(values)
-
-
-def _bracket(flat: torch.Tensor, k: int, sample: int, seed: int) -> tuple[float, float]:
-    """Magnitudes ``lo <= hi`` that very likely enclose the ``k``-th smallest, from a random sample."""
-    n = flat.numel()
-    if k == 0:
-        return 0.0, 0.0  # nothing pruned: every weight is ">= lo" and none is a candidate
-    generator = torch.Generator(device=flat.device).manual_seed(seed)
-    idx = torch.randint(n, (min(sample, n),), generator=generator, device=flat.device)
-    s = torch.sort(flat[idx].abs().float()).values
-    m, q = s.numel(), k / n
-    eps = 6.0 * math.sqrt(q * (1.0 - q) / m) + 2.0 / m
-    lo = 0.0 if q - eps <= 0 else float(s[int((q - eps) * m)])
-    hi = math.inf if q + eps >= 1 else float(s[min(m - 1, math.ceil((q + eps) * m))])
-    return lo, hi
-
-
-def _gather(flat: torch.Tensor, lo: float, hi: float, chunk: int) -> tuple[int, torch.Tensor, torch.Tensor]:
-    """Count of magnitudes below ``lo``, and positions and magnitudes of those in ``[lo, hi]``."""
-    below = 0
-    positions, magnitudes = [], []
-    for start, part in _chunks(flat, chunk):
-        a = part.abs()
-        if not math.isfinite(float(a.max())):  # max propagates NaN: one reduction, no bool copy
-            raise ValueError("prune_survivors: weights contain NaN or inf; expected finite weights")
-        below += int((a < lo).sum())
-        local = torch.nonzero((a >= lo) & (a <= hi)).flatten()
-        positions.append(local + start)
-        magnitudes.append(a[local])
-    return below, torch.cat(positions), torch.cat(magnitudes)
-
-
-def _conv_attrs(module: nn.Conv2d) -> dict[str, Any]:
-    """What the decoder and runtime need to rebuild a convolution (as ``quantize.export_compressed``)."""
-    return {
-        "stride": list(module.stride),
-        "padding": module.padding if isinstance(module.padding, str) else list(module.padding),
-        "dilation": list(module.dilation),
-        "groups": int(module.groups),
-    }
+LIBRARY_PATH = ["prune_", "quantize_", "export_compressed", "save", "load_compressed", "to_dense_module"]
 
 
 def trained_like_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Fill every Linear/Conv2d weight with Laplace(He scale) and bias with N(0, 0.01^2), in place.
+    """Fill every weight layer's weight with Laplace(He scale) and bias with N(0, 0.01^2), in place.
 
     Generated in chunks so no temporary as large as a layer is made (VGG-16's fc6 is 411 MB).
     """
@@ -178,7 +87,9 @@ def trained_like_(model: nn.Module, seed: int = 0) -> nn.Module:
         for _, module in select_layers(model):
             fan_in = module.weight[0].numel()
             b = math.sqrt(1.0 / fan_in)  # Laplace scale b: std = sqrt(2) * b = sqrt(2 / fan_in)
-            for _, part in _chunks(module.weight.view(-1), _CHUNK):
+            flat = module.weight.view(-1)
+            for start in range(0, flat.numel(), CHUNK):
+                part = flat[start : start + CHUNK]
                 part.uniform_(-1.0, 1.0, generator=generator)
                 sign = torch.sign(part)
                 # |u| ~ U[0, 1) -> -b log(1 - |u|) ~ Exp(1/b): with the sign, a Laplace law (inverse CDF)
@@ -188,76 +99,72 @@ def trained_like_(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-class _Peak:
-    """Peak resident memory per stage: Linux's VmHWM, reset through ``/proc/self/clear_refs``.
-
-    ``available`` is False where the kernel does not allow the reset; stage peaks are then ``None``
-    and only ``ru_maxrss`` (the process's lifetime peak) is reported.
-    """
-
-    def __init__(self) -> None:
-        self.available = self._reset()
-
-    @staticmethod
-    def _reset() -> bool:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            return True
-        except OSError:
-            return False
-
-    def start(self) -> None:
-        if self.available:
-            self._reset()
-
-    def read(self) -> int | None:
-        if not self.available:
-            return None
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return None
+def paper_configs(model: nn.Module, settings: dict[str, Any], seed: int) -> tuple[PruneConfig, QuantizeConfig]:
+    """The paper's per-layer pruning targets and weight bits for ``model``'s weight layers, in order."""
+    layers = select_layers(model)
+    if len(layers) != len(settings["kept"]):
+        raise ConfigError(f"expected {len(settings['kept'])} weight layers, found {len(layers)}")
+    sparsity = {name: 1.0 - kept for (name, _), kept in zip(layers, settings["kept"])}
+    bits = {name: settings["bits"][layer_kind(module)] for name, module in layers}
+    prune_cfg = PruneConfig(method="sparsity", sparsity=sparsity, adjust_dropout=False)
+    return prune_cfg, QuantizeConfig(bits=bits, init="linear", seed=seed)
 
 
-def _rss_now() -> int | None:
+def _status(field: str) -> int | None:
+    """A memory figure of ``/proc/self/status`` in bytes (``VmRSS``, ``VmHWM``), ``None`` off Linux."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
 
 
-def _compress_layer(
-    name: str, module: nn.Module, index: int, settings: dict[str, Any], seed: int, times: dict[str, float]
-) -> CompressedLayer:
-    """Prune, weight-share and package one layer; its dense weight is freed before k-means."""
-    kind = layer_kind(module)
-    assert kind is not None
-    start = time.perf_counter()
-    positions, values = prune_survivors(module.weight, 1.0 - settings["kept"][index], seed=seed + index)
-    bias = module.bias.detach().cpu().numpy().copy() if module.bias is not None else None
-    shape, attrs = tuple(module.weight.shape), _conv_attrs(module) if kind == "conv2d" else {}
-    module.weight = None  # free the dense tensor now: only the survivors are needed from here on
-    times["prune_s"] += time.perf_counter() - start
-    start = time.perf_counter()
-    bits = settings["bits"][kind]
-    km = KMeans1D(2**bits, init="linear", seed=[seed, index]).fit(values.cpu().numpy())
-    layer = CompressedLayer(
-        name=name, kind=kind, shape=shape, codebook=km.centroids_, positions=positions.cpu().numpy(),
-        codes=km.labels_, bias=bias, weight_bits=bits, index_bits=settings["index_bits"], attrs=attrs,
-    )
-    times["quantize_s"] += time.perf_counter() - start
-    return layer
+class _Stages:
+    """Runs the pipeline's stages one by one and records each one's wall time, peak and final RSS.
+
+    The peak is Linux's ``VmHWM`` after resetting it through ``/proc/self/clear_refs`` before the
+    stage; where the kernel refuses the reset (``available`` False) stage peaks are ``None`` and only
+    the process's lifetime peak (``ru_maxrss``) is known.
+    """
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.available = self._reset_peak()
+        self.seconds: dict[str, float] = {}
+        self.peak: dict[str, int | None] = {}
+        self.rss_after: dict[str, int | None] = {}
+
+    @staticmethod
+    def _reset_peak() -> bool:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            return True
+        except OSError:
+            return False
+
+    def run(self, name: str, fn: Callable[[], T]) -> T:
+        """``fn()``, timed (device work included) and with its peak resident memory recorded."""
+        if self.available:
+            self._reset_peak()
+        start = time.perf_counter()
+        result = fn()
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        self.seconds[f"{name}_s"] = time.perf_counter() - start
+        self.peak[name] = _status("VmHWM") if self.available else None
+        self.rss_after[name] = _status("VmRSS")
+        return result
 
 
 def _fingerprint(cm: CompressedModel) -> list[tuple[str, int]]:
-    """CRC-32 of every layer's arrays: checks the round trip without keeping two copies alive."""
+    """CRC-32 of every layer's arrays (values, not dtypes): checks the round trip without keeping
+    two copies of the model alive."""
     out = []
     for layer in cm.layers:
         crc = 0
-        for array in (layer.codebook, layer.positions, layer.codes, layer.bias):
+        for array in (layer.codebook, layer.positions.astype(np.int64), layer.codes.astype(np.int64), layer.bias):
             crc = zlib.crc32(np.ascontiguousarray(array) if array is not None else b"-", crc)
         out.append((layer.name, crc))
     return out
@@ -268,10 +175,18 @@ def _check_decoded(model: nn.Module, cm: CompressedModel) -> None:
     state = model.state_dict()
     for layer in cm.layers:
         flat = state[f"{layer.name}.weight"].view(-1).cpu()
-        expected = torch.from_numpy(layer.codebook[layer.codes])
-        nonzero = int(np.count_nonzero(layer.codebook[layer.codes]))
-        if not torch.equal(flat[torch.from_numpy(layer.positions)], expected) or int(flat.count_nonzero()) != nonzero:
+        expected = layer.codebook[layer.codes]
+        at_positions = flat[torch.from_numpy(layer.positions.astype(np.int64))]
+        if not torch.equal(at_positions, torch.from_numpy(expected)) or int(flat.count_nonzero()) != np.count_nonzero(expected):
             raise AssertionError(f"decoded layer {layer.name!r} differs from the compressed model")
+
+
+def _paper_table(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The written file's per-layer table (from its real bytes), with the paper's names and densities."""
+    report = inspect_file(path)
+    for row, paper_name, kept in zip(report["layers"], settings["names"], settings["kept"]):
+        row["paper_name"], row["paper_kept_pct"] = paper_name, 100.0 * kept
+    return report
 
 
 def run_scale_benchmark(
@@ -285,10 +200,10 @@ def run_scale_benchmark(
 
     ``quick=True`` runs the same pipeline on LeNet-5 (with its Table 3 densities) as a smoke test.
     The ``.dcz`` file goes to ``out_path`` if given, else to a temporary directory that is removed.
-    Returns a JSON-ready dict: ``compress_s`` (prune + quantize + encode and write), ``decode_s`` (read
-    and decode into a dense module), ``stages_s``, ``peak_rss_bytes`` and per-stage peaks,
-    ``file_bytes``, ``dense_bytes``, ``ratio``, ``layers`` (the paper's table columns from the file)
-    and ``machine``.
+    Returns a JSON-ready dict: ``compress_s`` (prune + quantize + export + encode and write),
+    ``decode_s`` (read and decode into a dense module), ``stages_s``, ``peak_rss_bytes`` (whole
+    process) with ``stage_peak_rss_bytes`` and ``stage_end_rss_bytes``, ``file_bytes``,
+    ``dense_bytes``, ``ratio``, ``layers`` (the paper's table columns from the file) and ``machine``.
     """
     if model not in ("vgg16", "alexnet"):
         raise ConfigError(f"run_scale_benchmark: expected model 'vgg16' or 'alexnet', got {model!r}")
@@ -297,73 +212,53 @@ def run_scale_benchmark(
     if out_path is None:
         with tempfile.TemporaryDirectory(prefix="dc-scale-") as tmp:
             return run_scale_benchmark(model, quick, seed, device, Path(tmp) / f"{name}.dcz")
+    out_path = Path(out_path)
     pin_mmap_threshold()  # freed per-layer chunks go back to the OS (see deepcompress.allocator)
-    peak = _Peak()
-    baseline_rss = _rss_now()
-    stages: dict[str, float] = {"prune_s": 0.0, "quantize_s": 0.0}
-    peaks: dict[str, int | None] = {}
+    baseline_rss = _status("VmRSS")
+    stages = _Stages(str(device))
 
-    peak.start()
-    start = time.perf_counter()
-    dense = trained_like_(empty_model(name, device), seed)
+    # generate_s is not part of compress_s: it stands in for loading a trained checkpoint
+    dense = stages.run("generate", lambda: trained_like_(empty_model(name, device), seed))
     dense_bytes = sum(4 * t.numel() for t in dense.state_dict().values())
-    stages["generate_s"] = time.perf_counter() - start  # not part of compress_s: stands in for a checkpoint
-    peaks["generate"] = peak.read()
-
-    peak.start()
-    layers = select_layers(dense)
-    if len(layers) != len(settings["kept"]):
-        raise ConfigError(f"{name}: expected {len(settings['kept'])} layers, found {len(layers)}")
-    compressed = [_compress_layer(n, m, i, settings, seed, stages) for i, (n, m) in enumerate(layers)]
-    del dense, layers
-    cm = CompressedModel(model_name=name, layers=compressed, metadata={"source": "trained-like random weights"})
-    peaks["prune_quantize"] = peak.read()
-
-    peak.start()
-    start = time.perf_counter()
-    save(cm, out_path)
-    stages["encode_write_s"] = time.perf_counter() - start
-    peaks["encode_write"] = peak.read()
+    prune_cfg, quantize_cfg = paper_configs(dense, settings, seed)
+    stages.run("prune", lambda: prune_(dense, prune_cfg))
+    stages.run("quantize", lambda: quantize_(dense, quantize_cfg))
+    metadata = {"source": "trained-like random weights"}
+    cm = stages.run("export", lambda: export_compressed(dense, name, settings["index_bits"], metadata))
+    del dense  # the compressed model is all that is written
+    stages.run("encode_write", lambda: save(cm, out_path))
     written = _fingerprint(cm)
-    del cm, compressed  # a reader starts from the file alone
+    del cm  # a reader starts from the file alone
 
-    peak.start()
-    start = time.perf_counter()
-    loaded = load_compressed(out_path)
-    stages["read_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    decoded = to_dense_module(loaded, device=device)
-    if decoded.state_dict()[f"{loaded.layers[-1].name}.weight"].is_cuda:
-        torch.cuda.synchronize()
-    stages["decode_dense_s"] = time.perf_counter() - start
-    peaks["read_decode"] = peak.read()
+    loaded = stages.run("read", lambda: load_compressed(out_path))
+    decoded = stages.run("decode_dense", lambda: to_dense_module(loaded, device=device))
     if _fingerprint(loaded) != written:
         raise AssertionError("the file read back differs from the compressed model that was written")
     _check_decoded(decoded, loaded)
-    pipeline_peak = max(p for p in peaks.values() if p is not None) if peak.available else None
-    ru_pipeline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    del decoded
+    lifetime_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    del decoded, loaded
 
-    report = inspect_file(out_path)
-    for row, paper_name, kept in zip(report["layers"], settings["names"], settings["kept"]):
-        row["paper_name"], row["paper_kept_pct"] = paper_name, 100.0 * kept
-    compress_s = stages["prune_s"] + stages["quantize_s"] + stages["encode_write_s"]
-    peak_rss = pipeline_peak if pipeline_peak is not None else ru_pipeline
+    report = _paper_table(out_path, settings)
+    s = stages.seconds
+    compress_s = s["prune_s"] + s["quantize_s"] + s["export_s"] + s["encode_write_s"]
+    peak_rss = max(p for p in stages.peak.values() if p is not None) if stages.available else lifetime_peak
     return {
         "model": name,
         "stand_in_for": model if quick else None,
         "device": str(device),
+        "path": LIBRARY_PATH,
         "weights": "Laplace(He scale) weights, N(0, 0.01^2) biases: trained-like stand-ins, no retraining",
         "compress_s": compress_s,
-        "decode_s": stages["read_s"] + stages["decode_dense_s"],
-        "stages_s": stages,
+        "decode_s": s["read_s"] + s["decode_dense_s"],
+        "stages_s": s,
         "peak_rss_bytes": peak_rss,
-        "peak_rss_source": "VmHWM per stage (/proc/self/clear_refs reset)" if pipeline_peak is not None else "ru_maxrss",
+        "peak_rss_source": "VmHWM per stage (/proc/self/clear_refs reset)" if stages.available else "ru_maxrss",
         "peak_rss_over_dense": peak_rss / dense_bytes,
         "baseline_rss_bytes": baseline_rss,
         "pipeline_rss_over_dense": (peak_rss - baseline_rss) / dense_bytes if baseline_rss is not None else None,
-        "stage_peak_rss_bytes": peaks,
-        "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "stage_peak_rss_bytes": stages.peak,
+        "stage_end_rss_bytes": stages.rss_after,
+        "ru_maxrss_bytes": lifetime_peak,
         "file_bytes": report["file_bytes"],
         "dense_bytes": dense_bytes,
         "ratio": dense_bytes / report["file_bytes"],

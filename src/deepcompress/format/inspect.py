@@ -24,7 +24,7 @@ def _bits(num_bits: float, nnz: int) -> float:
 
 def inspect_bytes(data: bytes) -> dict[str, Any]:
     """The report of :func:`inspect_file` for a file's bytes (``file_bytes`` = ``len(data)``)."""
-    layout = parse_layout(data)
+    layout = parse_layout(data, max_elements=spec.MAX_TOTAL_SYMBOLS)  # sizes only: nothing is decoded
     rows = []
     for entry in layout.header["layers"]:
         unit = spec.layer_unit(entry["name"])

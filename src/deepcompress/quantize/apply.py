@@ -25,6 +25,7 @@ from deepcompress.quantize.shared import (
     position_dtype,
     shared_weight_of,
     tie_shared_weight_,
+    tied_owner,
 )
 from deepcompress.selection import FilterFn, per_layer, select_layers, tied_layers
 
@@ -154,8 +155,14 @@ def quantization_report(model: nn.Module) -> list[dict[str, Any]]:
 def strip_quantization_(model: nn.Module) -> nn.Module:
     """Replace every shared weight by a plain ``nn.Parameter`` holding ``codebook[code]``; returns ``model``.
 
-    The values are unchanged (zeros stay zeros); the ``weight_mask`` buffer, if any, is kept.
+    The values are unchanged (zeros stay zeros); the ``weight_mask`` buffer, if any, is kept; a module
+    tied to a weight-shared layer is tied again to that layer's new Parameter.
     """
-    for _, module, _ in quantized_layers(model):
+    owners = {id(shared): module for _, module, shared in quantized_layers(model)}
+    followers = [(m, tied_owner(m)) for m in model.modules() if tied_owner(m) is not None]
+    for module in owners.values():
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    for module, shared in followers:
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        module.weight = owners[id(shared)].weight
     return model

@@ -135,11 +135,34 @@ def install_shared_weight_(module: nn.Module, shared: SharedWeight, codebook: to
     return module
 
 
+class TiedWeight(nn.Module):
+    """Parametrization of a module whose weight is tied to a weight-shared layer: the same weight from
+    the same codebook Parameter. The owner's :class:`SharedWeight` is referenced, not registered, so its
+    buffers are stored once."""
+
+    def __init__(self, shared: SharedWeight) -> None:
+        super().__init__()
+        self.owner = [shared]
+
+    def forward(self, codebook: torch.Tensor) -> torch.Tensor:
+        return self.owner[0](codebook)
+
+    def right_inverse(self, codebook: torch.Tensor) -> torch.Tensor:
+        return codebook  # the tied Parameter already is the owner's codebook
+
+
 def tie_shared_weight_(module: nn.Module, shared: SharedWeight) -> nn.Module:
     """Make a module whose weight is tied to a weight-shared layer compute its weight from the same
     codebook Parameter (``install_shared_weight_`` turned the tied Parameter into that codebook)."""
-    parametrize.register_parametrization(module, "weight", shared, unsafe=True)
+    parametrize.register_parametrization(module, "weight", TiedWeight(shared), unsafe=True)
     return module
+
+
+def tied_owner(module: nn.Module) -> SharedWeight | None:
+    """The owner's :class:`SharedWeight` of a module tied by :func:`tie_shared_weight_`, else ``None``."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    return next((p.owner[0] for p in module.parametrizations.weight if isinstance(p, TiedWeight)), None)
 
 
 def shared_weight_of(module: nn.Module) -> SharedWeight | None:
