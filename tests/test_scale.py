@@ -83,7 +83,7 @@ def test_benchmark_and_decoder_reject_unknown_input() -> None:
     with pytest.raises(ConfigError, match="expected model 'vgg16' or 'alexnet', got 'resnet'"):
         run_scale_benchmark("resnet")
     model = trained_like_(empty_model("lenet5"))
-    with pytest.raises(CheckpointError, match=r"lenet5: the compressed model has no values for \['conv1.bias'"):
+    with pytest.raises(CheckpointError, match=r"LeNet5: the compressed file has no values for \[.conv1.bias."):
         to_dense_module(CompressedModel("lenet5", [], extras={"conv1.weight": model.conv1.weight.detach().numpy()}))
 
 

@@ -118,7 +118,8 @@ def broadcast_quantization_(model: nn.Module, src: int = 0) -> nn.Module:
             header = [0, 0, 0, 0]
         nnz, k, bits, reduction = _broadcast_ints(header, src, device)
         if rank == src:
-            positions, codes, codebook = sw.positions, sw.codes, codebook_of(module).detach()
+            # broadcast as int64 (the receivers' buffers): the stored buffers may be narrower
+            positions, codes, codebook = sw.positions.long(), sw.codes.long(), codebook_of(module).detach()
         else:
             positions = torch.empty(nnz, dtype=torch.int64)
             codes = torch.empty(nnz, dtype=torch.int64)

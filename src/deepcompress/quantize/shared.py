@@ -37,6 +37,11 @@ def code_dtype(n_clusters: int) -> torch.dtype:
     return torch.int16 if n_clusters <= 2**15 else torch.int32
 
 
+def _check_integer(tensor: torch.Tensor, what: str) -> None:
+    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise TypeError(f"expected integer {what}, got dtype {tensor.dtype}")
+
+
 class SharedWeight(nn.Module):
     """Parametrization ``codebook (k,) -> weight (shape)`` of one weight-shared layer.
 
@@ -59,21 +64,25 @@ class SharedWeight(nn.Module):
         super().__init__()
         self.shape = torch.Size(shape)
         self.bits = check_bits(bits)
-        self.n_clusters = int(n_clusters)
         self.grad_reduction = GradReduction.parse(grad_reduction, "grad_reduction")
-        if self.n_clusters > 2**self.bits:
-            raise ConfigError(f"expected at most 2**{self.bits} clusters, got {self.n_clusters}")
-        for what, tensor in (("positions", positions), ("codes", codes)):
-            if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
-                raise TypeError(f"expected integer {what}, got dtype {tensor.dtype}")
-        positions, codes = positions.flatten(), codes.flatten()
-        if positions.shape != codes.shape:
-            raise ValueError(f"expected one code per position, got {codes.numel()} codes for {positions.numel()}")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.n_clusters):
-            raise ValueError(f"expected codes in [0, {self.n_clusters}), got [{int(codes.min())}, {int(codes.max())}]")
-        self.register_buffer("positions", positions.to(position_dtype(self.shape.numel())))
-        self.register_buffer("codes", codes.to(code_dtype(self.n_clusters)))
-        counts = torch.bincount(self.codes, minlength=self.n_clusters).clamp_min(1)
+        _check_integer(positions, "positions")
+        self.register_buffer("positions", positions.flatten().to(position_dtype(self.shape.numel())))
+        self.set_codes_(codes, n_clusters)
+
+    def set_codes_(self, codes: torch.Tensor, n_clusters: int) -> None:
+        """Assign every position to a cluster in ``[0, n_clusters)`` (the positions stay)."""
+        n_clusters = int(n_clusters)
+        if n_clusters > 2**self.bits:
+            raise ConfigError(f"expected at most 2**{self.bits} clusters, got {n_clusters}")
+        _check_integer(codes, "codes")
+        codes = codes.flatten()
+        if self.positions.shape != codes.shape:
+            raise ValueError(f"expected one code per position, got {codes.numel()} codes for {self.positions.numel()}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= n_clusters):
+            raise ValueError(f"expected codes in [0, {n_clusters}), got [{int(codes.min())}, {int(codes.max())}]")
+        self.n_clusters = n_clusters
+        self.register_buffer("codes", codes.to(self.positions.device, code_dtype(n_clusters)))
+        counts = torch.bincount(self.codes, minlength=n_clusters).clamp_min(1)
         # Derived from `codes`, so not saved in state_dict.
         self.register_buffer("inv_counts", 1.0 / counts.to(torch.float32), persistent=False)
 
@@ -180,3 +189,19 @@ def codebook_of(module: nn.Module) -> nn.Parameter:
     if shared_weight_of(module) is None:
         raise ConfigError(f"{type(module).__name__} has no shared weight; run quantize_ first")
     return module.parametrizations.weight.original
+
+
+def assign_clusters_(module: nn.Module, codes: torch.Tensor, codebook: torch.Tensor) -> nn.Module:
+    """Give a weight-shared module new clusters in place: the cluster of every surviving position
+    (``codes``) and the ``codebook`` (which may change size); returns ``module``.
+
+    The codebook Parameter stays the same object (its data is replaced), so modules tied to it and
+    optimizers created afterwards see the new values.
+    """
+    shared = shared_weight_of(module)
+    if shared is None:
+        raise ConfigError(f"{type(module).__name__} has no shared weight; run quantize_ first")
+    parameter = codebook_of(module)
+    shared.set_codes_(codes, codebook.numel())
+    parameter.data = codebook.flatten().to(parameter.device, parameter.dtype)
+    return module
