@@ -52,7 +52,9 @@ def empty_model(name: str, device: str | torch.device = "cpu", **kwargs: Any) ->
     """The built-in or registered architecture with uninitialised storage (no default-init cost), in eval mode."""
     with torch.device("meta"):
         model = build_model(name, **kwargs)
-    return model.to_empty(device=device).eval()
+    # the same as model.to_empty(device=device), which imports sympy on first use (36 MiB resident and
+    # ~0.4 s per process, measured in the VGG-16 scale run)
+    return model._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device=device)).eval()
 
 
 @torch.no_grad()
@@ -89,7 +91,8 @@ def to_dense_module(cm: CompressedModel, model: nn.Module | None = None, device:
             weight.zero_()
         flat = weight.data.view(-1)
         codebook = torch.from_numpy(layer.codebook).to(flat.device, flat.dtype)
-        flat[torch.from_numpy(layer.positions).to(flat.device)] = codebook[torch.from_numpy(layer.codes).to(flat.device)]
+        codes = torch.from_numpy(layer.codes).to(flat.device)
+        flat[torch.from_numpy(layer.positions).to(flat.device)] = codebook.index_select(0, codes.to(torch.int32))
         if layer.bias is not None:
             target(f"{layer.name}.bias", layer.bias.shape).copy_(torch.from_numpy(layer.bias))
     for name, array in cm.extras.items():

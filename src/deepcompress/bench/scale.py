@@ -39,9 +39,10 @@ from torch import nn
 from deepcompress.allocator import pin_mmap_threshold
 from deepcompress.bench.machine import machine_info
 from deepcompress.compressed import CompressedModel
-from deepcompress.decode import empty_model, to_dense_module
+from deepcompress.decode import to_dense_module
 from deepcompress.errors import ConfigError
 from deepcompress.format import inspect_file, load_compressed, save
+from deepcompress.models import build_model
 from deepcompress.prune import PruneConfig, prune_
 from deepcompress.prune.masks import CHUNK
 from deepcompress.quantize import QuantizeConfig, export_compressed, quantize_
@@ -100,6 +101,16 @@ def trained_like_(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+def _built(name: str, device: str) -> nn.Module:
+    """The architecture built eagerly on ``device``, as one loads a checkpoint into it.
+
+    Not :func:`~deepcompress.decode.empty_model`: materialising meta tensors makes torch import sympy
+    (about 36 MB resident), which a process that only compresses would not pay.
+    """
+    with torch.device(device):
+        return build_model(name).eval()
+
+
 def paper_configs(model: nn.Module, settings: dict[str, Any], seed: int) -> tuple[PruneConfig, QuantizeConfig]:
     """The paper's per-layer pruning targets and weight bits for ``model``'s weight layers, in order."""
     layers = select_layers(model)
@@ -145,12 +156,12 @@ class _Stages:
         except OSError:
             return False
 
-    def run(self, name: str, fn: Callable[[], T]) -> T:
-        """``fn()``, timed (device work included) and with its peak resident memory recorded."""
+    def run(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, timed (device work included) and with its peak resident memory recorded."""
         if self.available:
             self._reset_peak()
         start = time.perf_counter()
-        result = fn()
+        result = fn(*args)
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         self.seconds[f"{name}_s"] = time.perf_counter() - start
@@ -176,10 +187,37 @@ def _check_decoded(model: nn.Module, cm: CompressedModel) -> None:
     state = model.state_dict()
     for layer in cm.layers:
         flat = state[f"{layer.name}.weight"].view(-1).cpu()
-        expected = layer.codebook[layer.codes]
-        at_positions = flat[torch.from_numpy(layer.positions.astype(np.int64))]
-        if not torch.equal(at_positions, torch.from_numpy(expected)) or int(flat.count_nonzero()) != np.count_nonzero(expected):
+        expected = torch.from_numpy(layer.codebook[layer.codes])
+        exact = torch.equal(flat[torch.from_numpy(layer.positions)], expected)
+        if not exact or int(flat.count_nonzero()) != int(expected.count_nonzero()):
             raise AssertionError(f"decoded layer {layer.name!r} differs from the compressed model")
+
+
+def _compress(stages: _Stages, name: str, seed: int, device: str, path: Path) -> tuple[int, list[tuple[str, int]]]:
+    """Generate the dense model, then prune, quantize, export and write it to ``path`` as a user
+    would; returns its dense bytes and the fingerprint of what was written."""
+    settings = PAPER_SETTINGS[name]
+    # generate_s is not part of compress_s: it stands in for loading a trained checkpoint
+    dense = stages.run("generate", lambda: trained_like_(_built(name, device), seed))
+    dense_bytes = sum(4 * t.numel() for t in dense.state_dict().values())
+    prune_cfg, quantize_cfg = paper_configs(dense, settings, seed)
+    stages.run("prune", prune_, dense, prune_cfg)
+    stages.run("quantize", quantize_, dense, quantize_cfg)
+    metadata = {"source": "trained-like random weights"}
+    cm = stages.run("export", export_compressed, dense, name, settings["index_bits"], metadata)
+    del dense  # the compressed model is all that is written; parametrized modules sit in reference
+    gc.collect()  # cycles (torch.nn.utils.parametrize), so only the collector frees the masks
+    stages.run("encode_write", save, cm, path)
+    return dense_bytes, _fingerprint(cm)
+
+
+def _decode(stages: _Stages, device: str, path: Path, written: list[tuple[str, int]]) -> None:
+    """Read ``path`` and decode it into a dense module; check both against what was written."""
+    loaded = stages.run("read", load_compressed, path)
+    decoded = stages.run("decode_dense", lambda: to_dense_module(loaded, device=device))
+    if _fingerprint(loaded) != written:
+        raise AssertionError("the file read back differs from the compressed model that was written")
+    _check_decoded(decoded, loaded)
 
 
 def _paper_table(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
@@ -217,28 +255,9 @@ def run_scale_benchmark(
     pin_mmap_threshold()  # freed per-layer chunks go back to the OS (see deepcompress.allocator)
     baseline_rss = _status("VmRSS")
     stages = _Stages(str(device))
-
-    # generate_s is not part of compress_s: it stands in for loading a trained checkpoint
-    dense = stages.run("generate", lambda: trained_like_(empty_model(name, device), seed))
-    dense_bytes = sum(4 * t.numel() for t in dense.state_dict().values())
-    prune_cfg, quantize_cfg = paper_configs(dense, settings, seed)
-    stages.run("prune", lambda: prune_(dense, prune_cfg))
-    stages.run("quantize", lambda: quantize_(dense, quantize_cfg))
-    metadata = {"source": "trained-like random weights"}
-    cm = stages.run("export", lambda: export_compressed(dense, name, settings["index_bits"], metadata))
-    del dense  # the compressed model is all that is written; parametrized modules sit in reference
-    gc.collect()  # cycles (torch.nn.utils.parametrize), so only the collector frees the masks
-    stages.run("encode_write", lambda: save(cm, out_path))
-    written = _fingerprint(cm)
-    del cm  # a reader starts from the file alone
-
-    loaded = stages.run("read", lambda: load_compressed(out_path))
-    decoded = stages.run("decode_dense", lambda: to_dense_module(loaded, device=device))
-    if _fingerprint(loaded) != written:
-        raise AssertionError("the file read back differs from the compressed model that was written")
-    _check_decoded(decoded, loaded)
+    dense_bytes, written = _compress(stages, name, seed, device, out_path)
+    _decode(stages, device, out_path, written)
     lifetime_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    del decoded, loaded
 
     report = _paper_table(out_path, settings)
     s = stages.seconds

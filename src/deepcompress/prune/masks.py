@@ -25,10 +25,11 @@ import torch
 CHUNK = 1 << 20
 """Elements per chunk of a flat weight (4 MB of fp32 magnitudes)."""
 _SAMPLE = 1 << 18
+"""Most magnitudes sampled to bracket the cut; small layers sample 1/64 of theirs (at least 1024)."""
 _SEED = 0
 
 
-class Part(NamedTuple):
+class _Part(NamedTuple):
     """A flat weight, its flat previous mask (``None``: nothing pruned yet) and its name in errors."""
 
     flat: torch.Tensor
@@ -45,10 +46,10 @@ def _check(weight: torch.Tensor, previous: torch.Tensor | None, what: str) -> No
         )
 
 
-def _part(weight: torch.Tensor, previous: torch.Tensor | None, what: str) -> Part:
+def _part(weight: torch.Tensor, previous: torch.Tensor | None, what: str) -> _Part:
     """Flat views of a weight and its previous mask (a copy only for a non-contiguous tensor)."""
     _check(weight, previous, what)
-    return Part(weight.detach().reshape(-1), None if previous is None else previous.reshape(-1), what)
+    return _Part(weight.detach().reshape(-1), None if previous is None else previous.reshape(-1), what)
 
 
 def _score_dtype(weights: Sequence[torch.Tensor]) -> torch.dtype:
@@ -56,7 +57,7 @@ def _score_dtype(weights: Sequence[torch.Tensor]) -> torch.dtype:
     return torch.float64 if any(w.dtype == torch.float64 for w in weights) else torch.float32
 
 
-def _chunks(part: Part, dtype: torch.dtype) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+def _chunks(part: _Part, dtype: torch.dtype) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
     """``(start, magnitudes, previous mask)`` of each chunk; raises if a weight is NaN or infinite."""
     flat, previous, what = part
     for start in range(0, flat.numel(), CHUNK):
@@ -75,17 +76,17 @@ def count_to_prune(fraction: float, n: int) -> int:
     return min(n, math.floor(fraction * n + 0.5))
 
 
-def _pruned_before(parts: Sequence[Part]) -> int:
+def _pruned_before(parts: Sequence[_Part]) -> int:
     return sum(p.previous.numel() - int(p.previous.sum()) for p in parts if p.previous is not None)
 
 
-def _bracket(parts: Sequence[Part], r: int, survivors: int, dtype: torch.dtype) -> tuple[float, float]:
+def _bracket(parts: Sequence[_Part], r: int, survivors: int, dtype: torch.dtype) -> tuple[float, float]:
     """Magnitudes ``lo <= hi`` that very likely enclose the ``r``-th smallest surviving one, from a
     random sample of the surviving weights (a miss costs a second pass, never a wrong mask)."""
     total = sum(p.flat.numel() for p in parts)
     device = parts[0].flat.device
     generator = torch.Generator(device=device).manual_seed(_SEED)
-    picks = torch.randint(total, (min(_SAMPLE, total),), generator=generator, device=device)
+    picks = torch.randint(total, (min(_SAMPLE, max(1024, total // 64), total),), generator=generator, device=device)
     values, offset = [], 0
     for flat, previous, _ in parts:
         local = picks[(picks >= offset) & (picks < offset + flat.numel())] - offset
@@ -103,7 +104,7 @@ def _bracket(parts: Sequence[Part], r: int, survivors: int, dtype: torch.dtype) 
     return lo, hi
 
 
-def _gather(parts: Sequence[Part], lo: float, hi: float, dtype: torch.dtype) -> tuple[int, torch.Tensor, torch.Tensor]:
+def _gather(parts: Sequence[_Part], lo: float, hi: float, dtype: torch.dtype) -> tuple[int, torch.Tensor, torch.Tensor]:
     """How many surviving magnitudes lie below ``lo``; positions (over all parts) and magnitudes of
     those in ``[lo, hi]``, in position order."""
     device = parts[0].flat.device
@@ -120,7 +121,7 @@ def _gather(parts: Sequence[Part], lo: float, hi: float, dtype: torch.dtype) -> 
     return below, torch.cat(positions), torch.cat(magnitudes)
 
 
-def _prune_smallest(parts: Sequence[Part], count: int, dtype: torch.dtype) -> list[torch.Tensor]:
+def _prune_smallest(parts: Sequence[_Part], count: int, dtype: torch.dtype) -> list[torch.Tensor]:
     """Flat keep-masks (own storage) pruning ``max(count, already pruned)`` weights over ``parts``
     together: the previously pruned ones, then the smallest magnitudes, earliest position first."""
     device = parts[0].flat.device
@@ -143,7 +144,7 @@ def _prune_smallest(parts: Sequence[Part], count: int, dtype: torch.dtype) -> li
     return _write_masks(parts, dtype, cand_abs[order[cut - 1]], int(cand_pos[order[cut - 1]]))
 
 
-def _write_masks(parts: Sequence[Part], dtype: torch.dtype, threshold: torch.Tensor, last: int) -> list[torch.Tensor]:
+def _write_masks(parts: Sequence[_Part], dtype: torch.dtype, threshold: torch.Tensor, last: int) -> list[torch.Tensor]:
     """Keep survivors above ``threshold``, and those equal to it at positions after ``last`` (over
     all parts; ``last = -1`` keeps every survivor equal to the threshold)."""
     masks, offset = [], 0

@@ -40,28 +40,37 @@ def _check_mask(mask: object, weight: torch.Tensor) -> None:
 
 
 def surviving_values(module: nn.Module) -> tuple[torch.Tensor, np.ndarray]:
-    """Flat positions of ``module``'s surviving weights (int32 where they fit, see :func:`position_dtype`;
-    on the weight's device) and their values (float32 numpy, on the CPU).
+    """Flat positions of ``module``'s surviving weights (its ``weight_mask``, else its nonzeros) and
+    their values: positions int32 where they fit (see :func:`position_dtype`), on the weight's device;
+    values float32 numpy, on the CPU.
 
-    Found chunk by chunk, so nothing weight-sized is made (``torch.nonzero`` of a whole layer's mask
-    would return int64 pairs, and ``weight != 0`` a byte per weight).
+    Two chunked passes (count, then fill) write straight into the results, so nothing weight-sized
+    is made (``torch.nonzero`` of a whole layer's mask would return int64 pairs, ``weight != 0`` a
+    byte per weight) and no list of pieces is concatenated into a second copy.
     """
     weight = module.weight.detach()
     mask = getattr(module, MASK_NAME, None)
     if mask is not None:
         _check_mask(mask, weight)
-        mask = mask.to(weight.device)
+        mask = mask.to(weight.device).reshape(-1)
     flat = weight.reshape(-1)
-    keep = None if mask is None else mask.reshape(-1)
-    dtype = position_dtype(flat.numel())
-    positions = [torch.zeros(0, dtype=dtype, device=weight.device)]
-    values = [np.zeros(0, dtype=np.float32)]
-    for start in range(0, flat.numel(), CHUNK):
+
+    def kept(start: int) -> torch.Tensor:
         part = flat[start : start + CHUNK]
-        local = torch.nonzero(part != 0 if keep is None else keep[start : start + CHUNK]).flatten()
-        positions.append(local.to(dtype) + start)
-        values.append(part[local].float().cpu().numpy())
-    return torch.cat(positions), np.concatenate(values)
+        return part != 0 if mask is None else mask[start : start + CHUNK]
+
+    starts = range(0, flat.numel(), CHUNK)
+    count = sum(int(kept(start).sum()) for start in starts)
+    positions = torch.empty(count, dtype=position_dtype(flat.numel()), device=weight.device)
+    values = np.empty(count, dtype=np.float32)
+    filled = 0
+    for start in starts:
+        local = torch.nonzero(kept(start)).flatten()
+        end = filled + local.numel()
+        positions[filled:end] = local + start
+        values[filled:end] = flat[start + local].float().cpu().numpy()
+        filled = end
+    return positions, values
 
 
 def layer_kmeans(values: np.ndarray, bits: int, cfg: QuantizeConfig, layer_index: int) -> KMeans1D:

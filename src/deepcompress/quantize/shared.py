@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from deepcompress.errors import ConfigError
+from deepcompress.prune.masks import CHUNK
 from deepcompress.quantize.config import GradReduction, check_bits
 
 
@@ -35,6 +36,11 @@ def code_dtype(n_clusters: int) -> torch.dtype:
     if n_clusters <= 2**8:
         return torch.uint8
     return torch.int16 if n_clusters <= 2**15 else torch.int32
+
+
+def _as_index(codes: torch.Tensor) -> torch.Tensor:
+    """``codes`` as an index tensor (index ops take int32 or int64; uint8 would index as a mask)."""
+    return codes if codes.dtype in (torch.int32, torch.int64) else codes.to(torch.int32)
 
 
 def _check_integer(tensor: torch.Tensor, what: str) -> None:
@@ -86,17 +92,13 @@ class SharedWeight(nn.Module):
         # Derived from `codes`, so not saved in state_dict.
         self.register_buffer("inv_counts", 1.0 / counts.to(torch.float32), persistent=False)
 
-    def _index_codes(self) -> torch.Tensor:
-        """``codes`` as an index tensor (index ops take int32 or int64; uint8 would index as a mask)."""
-        return self.codes if self.codes.dtype in (torch.int32, torch.int64) else self.codes.to(torch.int32)
-
     def forward(self, codebook: torch.Tensor) -> torch.Tensor:
         """The dense weight: ``codebook[codes]`` at ``positions``, zero elsewhere."""
         if self.grad_reduction is GradReduction.MEAN:
             # Same value as `codebook` (the added term is exactly 0); gradient scaled by 1/|cluster|.
             frozen = codebook.detach()
             codebook = frozen + (codebook - frozen) * self.inv_counts.to(codebook.dtype)
-        values = codebook.index_select(0, self._index_codes())
+        values = codebook.index_select(0, _as_index(self.codes))
         flat = codebook.new_zeros(self.shape.numel()).index_put((self.positions,), values)
         return flat.view(self.shape)
 
@@ -108,11 +110,14 @@ class SharedWeight(nn.Module):
         """
         if weight.shape != self.shape:
             raise ValueError(f"expected a weight of shape {tuple(self.shape)}, got {tuple(weight.shape)}")
-        values = weight.detach().flatten().index_select(0, self.positions.to(weight.device))
-        codes = self._index_codes().to(weight.device)
-        sums = torch.zeros(self.n_clusters, dtype=weight.dtype, device=weight.device).index_add_(0, codes, values)
-        counts = torch.bincount(codes, minlength=self.n_clusters).clamp_min(1)
-        return sums / counts.to(weight.dtype)
+        flat = weight.detach().reshape(-1)
+        sums = torch.zeros(self.n_clusters, dtype=weight.dtype, device=weight.device)
+        for start in range(0, self.positions.numel(), CHUNK):  # chunks: no survivor-sized copies
+            positions = self.positions[start : start + CHUNK].to(weight.device)
+            codes = _as_index(self.codes[start : start + CHUNK]).to(weight.device)
+            sums.index_add_(0, codes, flat.index_select(0, positions))
+        counts = torch.bincount(self.codes, minlength=self.n_clusters).clamp_min(1)
+        return sums / counts.to(weight.device, weight.dtype)
 
 
 def install_shared_weight_(module: nn.Module, shared: SharedWeight, codebook: torch.Tensor) -> nn.Module:
