@@ -23,7 +23,6 @@ import matplotlib
 matplotlib.use("Agg")
 
 from torch import nn
-from tqdm.auto import tqdm
 
 from deepcompress.atomic import atomic_write_text
 from deepcompress.checkpoint import (
@@ -35,6 +34,7 @@ from deepcompress.checkpoint import (
 from deepcompress.data import load_split
 from deepcompress.errors import CheckpointError
 from deepcompress.models import build_model
+from deepcompress.progress import log_line, progress
 from deepcompress.prune import set_masks_
 from deepcompress.train import evaluate
 
@@ -180,15 +180,16 @@ class Sweep:
         return model
 
     def run(self, keys: Sequence[str], compute: Callable[[str], Any], describe: Callable[[str, Any], str] | None = None) -> dict[str, Any]:
-        """``{key: compute(key)}`` for every key, reusing saved points; a tqdm bar on stderr counts them and
-        ``describe(key, value)``, if given, prints a line per point. Values must be JSON-able (numpy
-        scalars become floats); each is returned as it reads back from the partial file."""
+        """``{key: compute(key)}`` for every key, reusing saved points; progress on stderr counts them (a bar
+        on a terminal, one summary line in a log) and ``describe(key, value)``, if given, prints a line per
+        point on stdout. Values must be JSON-able (numpy scalars become floats); each is returned as it
+        reads back from the partial file."""
         if len(set(keys)) != len(keys):
             raise ValueError(f"sweep {self.result_name}: expected distinct point keys, got {list(keys)}")
         reused = [k for k in keys if k in self.points]
         if reused:
             print(f"{self.result_name}: reused {len(reused)} of {len(keys)} points from {self.partial}", file=sys.stderr)
-        with tqdm(total=len(keys), initial=len(reused), desc=self.result_name, file=sys.stderr) as bar:
+        with progress(desc=self.result_name, total=len(keys), initial=len(reused)) as bar:
             for key in keys:
                 if key in self.points:
                     continue
@@ -196,7 +197,7 @@ class Sweep:
                 self._save()
                 self.computed += 1
                 if describe is not None:
-                    bar.write(describe(key, self.points[key]))
+                    log_line(describe(key, self.points[key]), sys.stdout)
                 bar.update()
                 if self.stop_after is not None and self.computed >= self.stop_after:
                     raise SystemExit(f"stopped after {self.computed} points (--stop-after); rerun without it to resume")

@@ -81,3 +81,31 @@ def test_log_line_on_a_terminal_goes_through_tqdm() -> None:
 def test_iterating_a_counter_without_items_is_a_clear_error() -> None:
     with pytest.raises(TypeError, match=r"expected an iterable to iterate over, got None; call update\(n\) instead"):
         list(progress(desc="x", total=2, stream=io.StringIO()))
+
+
+def test_initial_counts_work_done_before() -> None:
+    stream = io.StringIO()
+    with progress(desc="sweep", total=8, initial=3, stream=stream) as bar:
+        for _ in range(5):
+            bar.update()
+    assert re.fullmatch(r"sweep: 8/8 in \d+\.\ds\n", stream.getvalue())
+
+
+def test_initial_with_an_iterable_counts_on_from_it() -> None:
+    stream = io.StringIO()
+    assert list(progress(range(2), desc="rest", total=5, initial=3, stream=stream)) == [0, 1]
+    assert re.fullmatch(r"rest: 5/5 in \d+\.\ds\n", stream.getvalue())
+
+
+def test_initial_on_a_terminal_is_tqdms() -> None:
+    stream = Terminal()
+    with progress(desc="live", total=4, initial=3, stream=stream) as bar:
+        assert isinstance(bar, tqdm) and bar.n == 3
+        bar.update()
+        assert bar.n == 4
+    assert "3/4" in stream.getvalue()
+
+
+def test_a_negative_initial_is_rejected() -> None:
+    with pytest.raises(ValueError, match=r"progress: expected initial to be a non-negative integer, got -1"):
+        progress(desc="x", total=2, initial=-1, stream=io.StringIO())

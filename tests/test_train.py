@@ -16,7 +16,7 @@ from deepcompress.checkpoint import load_checkpoint, read_checkpoint, save_check
 from deepcompress.data import load_split
 from deepcompress.errors import CheckpointError, ConfigError
 from deepcompress.models import build_model
-from deepcompress.train import TrainConfig, background_value, evaluate, fit, random_shift
+from deepcompress.train import TrainConfig, Trainer, background_value, evaluate, fit, random_shift
 
 
 def test_short_training_learns_the_synthetic_pattern(idx_dir: Path) -> None:
@@ -143,19 +143,16 @@ def test_resuming_on_a_dataset_continues_exactly() -> None:
     uninterrupted = small_model(dropout=0.3)
     fit(uninterrupted, data, cfg, progress=False)
 
-    saved: dict[str, Any] = {}
-
-    def stop_after_first(epoch: int, optimizer: torch.optim.Optimizer) -> None:
-        saved.update(weights=copy.deepcopy(first.state_dict()), optimizer=copy.deepcopy(optimizer.state_dict()))
-        raise KeyboardInterrupt
-
     first = small_model(dropout=0.3)
-    with pytest.raises(KeyboardInterrupt):
-        fit(first, data, cfg, progress=False, on_epoch_end=stop_after_first)
-    resumed = small_model(dropout=0.3)
+    trainer = Trainer(first, data, cfg, progress=False)
+    trainer.run_epoch(0)
+    saved = {"weights": copy.deepcopy(first.state_dict()), "optimizer": copy.deepcopy(trainer.optimizer.state_dict())}
+
+    resumed = small_model(dropout=0.3)  # a new process: fresh module and optimizer, given the checkpoint back
     resumed.load_state_dict(saved["weights"])
-    history = fit(resumed, data, cfg, progress=False, start_epoch=1, optimizer_state=saved["optimizer"])
-    assert [h["epoch"] for h in history] == [2]
+    second = Trainer(resumed, data, cfg, progress=False)
+    second.optimizer.load_state_dict(saved["optimizer"])
+    assert second.run_epoch(1)["epoch"] == 2
     for name, value in uninterrupted.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], value), name
 

@@ -35,7 +35,8 @@ from deepcompress.decode import to_dense_module
 from deepcompress.errors import ConfigError
 from deepcompress.format import load_compressed, save, spec
 from deepcompress.format.inspect import inspect_file
-from deepcompress.prune import PruneMethod, SensitivityPlanner, iterative_prune_, keep_pruned_zero, set_masks_, sparsity_report
+from deepcompress.prune import PruneMethod, SensitivityPlanner, keep_pruned_zero, set_masks_, sparsity_report
+from deepcompress.prune.schedule import finish_round_, prune_round_
 from deepcompress.prune.apply import MASK
 from deepcompress.quantize import (
     choose_bits,
@@ -50,7 +51,7 @@ from deepcompress.quantize import (
 from deepcompress.quantize.config import AUTO
 from deepcompress.resume import RunState
 from deepcompress.selection import FilterFn, select_layers
-from deepcompress.train import Data, evaluate as evaluate_data, fit
+from deepcompress.train import Data, Trainer, evaluate as evaluate_data
 
 Score = Callable[[nn.Module], float]
 
@@ -108,13 +109,21 @@ class Stage:
 
 
 class Runner:
-    """Runs stages in order with one skip / restore / record / checkpoint site (see the module docstring)."""
+    """Runs stages in order and owns everything about resuming (see the module docstring).
+
+    One skip / restore site: a finished stage is skipped and its ``restore`` replays its effect; the
+    stage that was interrupted gets the model's latest checkpoint back (masks included) before it
+    continues. One record site (:meth:`record`) and one save site (:meth:`checkpoint`). Inside a stage,
+    :meth:`epochs` runs a :class:`~deepcompress.train.Trainer` epoch by epoch and :meth:`once` runs a
+    step whose JSON result is kept, so the algorithms themselves know nothing about resuming.
+    """
 
     def __init__(self, state: RunState, score: Score | None, log: Callable[[str], None]) -> None:
         self.state = state
         self.score = score
         self.log = log
         self.results = [StageResult(**s) for s in state.get("stages", [])]
+        self.stage = ""
 
     def done(self, name: str) -> bool:
         return any(r.stage == name for r in self.results)
@@ -124,10 +133,14 @@ class Runner:
             if self.done(stage.name):
                 stage.restore(model)
                 continue
+            self.stage = stage.name
+            if self.state.get("current") == stage.name:
+                restore_pruned(model, self.state.weights())
             start = time.perf_counter()
             details = stage.run(model)
             self.record(model, stage.name, time.perf_counter() - start, details)
-            self.state.update(model if stage.checkpoint else None, weights_name=stage.name)
+            if stage.checkpoint:
+                self.state.update(model, weights_name=stage.name)
         return self.results
 
     def record(self, model: nn.Module, name: str, seconds: float, details: dict[str, Any]) -> None:
@@ -136,6 +149,28 @@ class Runner:
         shown = "not scored (no test data)" if score is None else f"test score {100 * score:.2f}%"
         self.log(f"[{name}] {shown}, {seconds:.0f} s")
         self.state.update(stages=[asdict(r) for r in self.results])
+
+    def checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **progress: Any) -> None:
+        """Save the model (and optimizer) as the current stage's latest state, with ``progress``."""
+        self.state.update(model, optimizer, current=self.stage, **progress)
+
+    def once(self, key: str, run: Callable[[], Any]) -> Any:
+        """``run()``'s JSON result, computed once per run (a resumed run reads it back)."""
+        if self.state.get(key) is None:
+            self.state.update(**{key: run()})
+        return self.state.get(key)
+
+    def epochs(self, model: nn.Module, key: str, make_trainer: Callable[[], Trainer], epochs: int) -> None:
+        """Run the epochs of training run ``key`` not yet done, checkpointing after each one."""
+        done = self.state.get(key, {}).get("epochs_done", 0)
+        if done >= epochs:
+            return
+        trainer = make_trainer()
+        if done:  # the weights came back when the stage resumed; the optimizer's moments come back here
+            trainer.optimizer.load_state_dict(self.state.optimizer_state())
+        for epoch in range(done, epochs):
+            trainer.run_epoch(epoch)
+            self.checkpoint(model, trainer.optimizer, **{key: {"epochs_done": epoch + 1}})
 
 
 def compress(
@@ -194,7 +229,7 @@ def compress(
     runner = Runner(state, score, log)
     reference = {n: m.weight.detach().cpu().clone() for n, m in select_layers(model, config.quantize.types,
                  config.quantize.patterns, config.quantize.ignore)} if score is None else None
-    stages = _stages(config, task, state)
+    stages = _stages(config, task, runner)
     runner.run(model, stages)
     if score is None:
         runner.results[-1].details["weight_error"] = weight_errors(model, reference or {})
@@ -209,88 +244,85 @@ def compress(
     return PipelineResult(runner.results, report, config.to_dict())
 
 
-def _stages(cfg: PipelineConfig, task: Task, state: RunState) -> list[Stage]:
+def _stages(cfg: PipelineConfig, task: Task, runner: Runner) -> list[Stage]:
     """The pipeline's stages for ``cfg``: reference, prune (when configured), quantize, fine-tune (when
     configured and there is training data)."""
+    state = runner.state
     stages = [Stage("reference", lambda model: {}, checkpoint=False)]
     if cfg.prune is not None:
-        stages.append(Stage("prune", lambda model: _prune(model, cfg, task, state),
+        stages.append(Stage("prune", lambda model: _prune(model, cfg, task, runner),
                             restore=lambda model: restore_pruned(model, state.weights("prune"))))
-    stages.append(Stage("quantize", lambda model: _quantize(model, cfg, task, state),
+    stages.append(Stage("quantize", lambda model: _quantize(model, cfg, task, runner),
                         restore=lambda model: quantize_(model, replace(cfg.quantize, bits=state.get("bits"))), checkpoint=False))
     if cfg.quantize.epochs > 0 and task.train is not None:
-        stages.append(Stage("fine-tune", lambda model: _fine_tune(model, cfg, task, state),
+        stages.append(Stage("fine-tune", lambda model: _fine_tune(model, cfg, task, runner),
                             restore=lambda model: model.load_state_dict(state.weights("fine-tune"))))
     return stages
 
 
-def _train(model: nn.Module, cfg: PipelineConfig, task: Task, state: RunState, key: str, epochs: int, lr: float,
+def _train(model: nn.Module, cfg: PipelineConfig, task: Task, runner: Runner, key: str, epochs: int, lr: float,
            seed: int, weight_decay: float, description: str,
            on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None) -> None:
-    """One (re)training run with a checkpoint after each epoch, resumed from ``key``'s progress."""
+    """One (re)training run of ``epochs`` epochs, epoch by epoch through the runner."""
     if task.train is None or epochs == 0:
         return
-    done = state.get(key, {}).get("epochs_done", 0)
-    if done:
-        model.load_state_dict(state.weights())
     run_cfg = replace(cfg.train, epochs=epochs, seed=seed, weight_decay=weight_decay)
-    fit(model, task.train, run_cfg, dataset=task.dataset, lr=lr, device=cfg.device, on_optimizer=on_optimizer,
-        progress=task.progress, description=description, start_epoch=done,
-        optimizer_state=state.optimizer_state() if done else None, loss_fn=task.loss_fn, train_step=task.train_step,
-        on_epoch_end=lambda epoch, opt: state.update(model, opt, **{key: {"epochs_done": epoch}}))
+
+    def make_trainer() -> Trainer:
+        return Trainer(model, task.train, run_cfg, dataset=task.dataset, lr=lr, device=cfg.device, on_optimizer=on_optimizer,
+                       progress=task.progress, description=description, loss_fn=task.loss_fn, train_step=task.train_step)
+
+    runner.epochs(model, key, make_trainer, epochs)
 
 
-def _prune(model: nn.Module, cfg: PipelineConfig, task: Task, state: RunState) -> dict[str, Any]:
-    """Iterative prune / retrain rounds (section 2), resumed inside a round from the run state."""
+def _prune(model: nn.Module, cfg: PipelineConfig, task: Task, runner: Runner) -> dict[str, Any]:
+    """Iterative prune / retrain rounds (section 2): each round's pruning, each retraining epoch and each
+    round's end are checkpointed by the runner."""
     prune_cfg = cfg.prune
     assert prune_cfg is not None
-    so_far = state.get("prune", {})
-    rounds_done = so_far.get("rounds_done", 0)
-    in_round = f"round{rounds_done}" in state.progress
-    if rounds_done or in_round:
-        restore_pruned(model, state.weights())
-    auto = prune_cfg.method is PruneMethod.AUTO
     plan = None
-    if auto:
-        reference = state.get("reference_validation")
-        if reference is None:
-            reference = task.validate(model)
-            state.update(reference_validation=reference)
+    if prune_cfg.method is PruneMethod.AUTO:
+        assert task.validate is not None
+        reference = runner.once("reference_validation", lambda: task.validate(model))
         plan = SensitivityPlanner(prune_cfg, task.validate, reference)
+    progress = runner.state.get("prune", {})
+    history: list[dict[str, Any]] = progress.get("history", [])
+    pending: dict[str, Any] | None = progress.get("pending")
+    for round_index in range(len(history), prune_cfg.rounds):
+        if pending is None:
+            pending = prune_round_(model, prune_cfg, round_index, task.score, plan)
+            if plan is not None:
+                pending["plan"] = plan.rounds[round_index]
+            runner.checkpoint(model, prune={"history": history, "pending": pending})
+        _train(model, cfg, task, runner, f"round{round_index}", prune_cfg.epochs_per_round,
+               cfg.train.lr * prune_cfg.lr_factor, cfg.seed + round_index, prune_cfg.weight_decay,
+               f"retrain round {round_index + 1}", on_optimizer=lambda opt: keep_pruned_zero(opt, model))
+        history.append(finish_round_(model, pending, task.score))
+        pending = None
+        runner.checkpoint(model, prune={"history": history})
+        runner.log(f"[prune] round {round_index + 1}/{prune_cfg.rounds}: kept {history[-1]['kept_pct']:.2f}% of the weights")
+    return {"rounds": history, "sparsity": sparsity_report(model)}
 
-    def retrain(m: nn.Module, round_index: int) -> None:
-        _train(m, cfg, task, state, f"round{round_index}", prune_cfg.epochs_per_round, cfg.train.lr * prune_cfg.lr_factor,
-               cfg.seed + round_index, prune_cfg.weight_decay, f"retrain round {round_index + 1}",
-               on_optimizer=lambda opt: keep_pruned_zero(opt, m))
 
-    def round_end(done: int, history: list[dict[str, Any]]) -> None:
-        if plan is not None and done - 1 in plan.rounds:
-            history[-1]["plan"] = plan.rounds[done - 1]
-        state.update(model, prune={"rounds_done": done, "history": so_far.get("history", []) + history})
-
-    history = iterative_prune_(model, prune_cfg, retrain=retrain, evaluate=task.score, progress=task.progress,
-                               start_round=rounds_done, start_pruned=in_round, on_round_end=round_end, plan=plan)
-    return {"rounds": so_far.get("history", []) + history, "sparsity": sparsity_report(model)}
-
-
-def _quantize(model: nn.Module, cfg: PipelineConfig, task: Task, state: RunState) -> dict[str, Any]:
+def _quantize(model: nn.Module, cfg: PipelineConfig, task: Task, runner: Runner) -> dict[str, Any]:
     """k-means weight sharing (section 3); ``bits = "auto"`` first chooses widths on held-out data."""
     qcfg = cfg.quantize
     assert qcfg is not None
     details: dict[str, Any] = {}
     if qcfg.bits == AUTO:
+        assert task.validate is not None
         qcfg, scan = choose_bits(model, qcfg, task.validate, progress=task.progress)
         details = {"bits": dict(qcfg.bits), "bits_scan": scan}
-    state.update(bits=dict(qcfg.bits) if not isinstance(qcfg.bits, int) else qcfg.bits)
+    runner.state.update(bits=dict(qcfg.bits) if not isinstance(qcfg.bits, int) else qcfg.bits)
     quantize_(model, qcfg)
     return {"layers": quantization_report(model), **details}
 
 
-def _fine_tune(model: nn.Module, cfg: PipelineConfig, task: Task, state: RunState) -> dict[str, Any]:
+def _fine_tune(model: nn.Module, cfg: PipelineConfig, task: Task, runner: Runner) -> dict[str, Any]:
     """Centroid fine-tuning (section 3.3): the codebooks are the only trainable part of the weights."""
     qcfg = cfg.quantize
     assert qcfg is not None
-    _train(model, cfg, task, state, "finetune", qcfg.epochs, qcfg.lr, cfg.seed + 1000, 0.0, "fine-tune centroids")
+    _train(model, cfg, task, runner, "finetune", qcfg.epochs, qcfg.lr, cfg.seed + 1000, 0.0, "fine-tune centroids")
     return {"layers": quantization_report(model)}
 
 

@@ -8,6 +8,8 @@ the work is done, e.g. ``train 3/20: 469/469 in 4.2s, loss=0.0412, accuracy=0.98
 Both kinds answer the same small API, so callers never ask which one they have: iterate it (or call
 ``update(n)`` with ``iterable=None``), ``set_postfix(**values)`` for figures shown beside the count
 (the summary line reports the latest ones), and ``close()`` or a ``with`` block to finish early.
+``initial`` starts the count above zero (work done before, e.g. sweep points a resumed run reuses).
+Lines written while a bar runs go through :func:`log_line`, which keeps them clear of a live bar.
 """
 
 from __future__ import annotations
@@ -56,15 +58,17 @@ class LineProgress:
     """Counts items silently; writes one summary line (desc, count, seconds, postfix) when finished.
 
     The line is written once: when the iteration is exhausted or abandoned, or at ``close()``.
-    ``stream=None`` makes it fully silent (progress disabled).
+    ``stream=None`` makes it fully silent (progress disabled). The count starts at ``initial``.
     """
 
-    def __init__(self, iterable: Iterable[Any] | None, desc: str, total: int | None, stream: TextIO | None) -> None:
+    def __init__(
+        self, iterable: Iterable[Any] | None, desc: str, total: int | None, stream: TextIO | None, initial: int = 0
+    ) -> None:
         self.iterable = iterable
         self.desc = desc
         self.total = total if total is not None else sized_length(iterable)
         self.stream = stream
-        self.n = 0
+        self.n = initial
         self.postfix: dict[str, Any] = {}
         self.started = time.perf_counter()
         self.closed = False
@@ -115,6 +119,7 @@ def progress(
     total: int | None = None,
     enabled: bool = True,
     stream: TextIO | None = None,
+    initial: int = 0,
 ) -> tqdm | LineProgress:
     """Progress over ``iterable`` (or ``total`` items counted with ``update``) written to ``stream``.
 
@@ -122,8 +127,12 @@ def progress(
     honoured). On a terminal this is a tqdm bar; a bar nested inside another one clears itself when
     done (tqdm's ``leave=None``), a top-level one stays. Anywhere else it is a :class:`LineProgress`
     that writes one line when finished. ``enabled=False`` yields the items and writes nothing.
+    ``initial`` items count as done already (as tqdm's ``initial``: the count, not the iterable, starts
+    there).
     """
+    if isinstance(initial, bool) or not isinstance(initial, int) or initial < 0:
+        raise ValueError(f"progress: expected initial to be a non-negative integer, got {initial!r}")
     stream = sys.stderr if stream is None else stream
     if enabled and is_terminal(stream):
-        return tqdm(iterable, desc=desc, total=total, file=stream, leave=None)
-    return LineProgress(iterable, desc, total, stream if enabled else None)
+        return tqdm(iterable, desc=desc, total=total, file=stream, leave=None, initial=initial)
+    return LineProgress(iterable, desc, total, stream if enabled else None, initial)

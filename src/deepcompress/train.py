@@ -223,6 +223,72 @@ def sized(loader: DataLoader) -> int | None:
 # --- training -----------------------------------------------------------------------------------------
 
 
+class Trainer:
+    """One training run of ``model`` on ``data``, one epoch at a time.
+
+    Every epoch draws its shuffling, augmentation, DataLoader worker seeds and the global torch seed
+    (which dropout draws from) from ``(cfg.seed, epoch)``, and the cosine schedule depends only on the
+    epoch's first step; so epochs can be run by whoever owns the run's progress: after saving the
+    weights and ``optimizer.state_dict()`` at the end of epoch ``k``, a new Trainer in another process,
+    given them back, continues with ``run_epoch(k)`` exactly as an uninterrupted run would. The
+    training itself knows nothing about checkpoints (the pipeline's runner owns them).
+
+    Arguments as for :func:`fit`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Data,
+        cfg: TrainConfig,
+        *,
+        dataset: str | None = None,
+        lr: float | None = None,
+        device: str | torch.device | None = None,
+        on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None,
+        progress: bool = True,
+        description: str = "train",
+        loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+        train_step: TrainStep | None = None,
+    ) -> None:
+        self.kind = check_data(data)
+        self.model, self.data, self.cfg = model, data, cfg
+        self.device = pick_device(str(device) if device is not None else None)
+        model.to(self.device)
+        self.optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, lr)
+        if on_optimizer is not None:
+            on_optimizer(self.optimizer)
+        self.steps_per_epoch = count_steps(data, self.kind, cfg)
+        self.total_steps = max(1, cfg.epochs * (self.steps_per_epoch or 0))
+        self.base_lrs = [lr if lr is not None else cfg.lr for _ in self.optimizer.param_groups]
+        augment = self.kind == "tensors" and cfg.augment
+        self.background = background_value(dataset, data[0]) if augment else 0.0  # type: ignore[index]
+        self.step_fn = user_step(train_step) if train_step is not None else builtin_step(loss_fn or default_loss)
+        self.progress, self.description = progress, description
+
+    def run_epoch(self, epoch: int) -> dict[str, float]:
+        """Train epoch ``epoch`` (0-based); returns ``{"epoch", "loss"}`` (and ``"train_accuracy"``)."""
+        cfg, optimizer = self.cfg, self.optimizer
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)
+        self.model.train()
+        meter = EpochMeter()
+        batches = epoch_batches(self.data, self.kind, cfg, self.device, generator, self.background)
+        bar = progress_bar(batches, desc=f"{self.description} {epoch + 1}/{cfg.epochs}", total=self.steps_per_epoch,
+                           enabled=self.progress)
+        step = epoch * (self.steps_per_epoch or 0)
+        for batch in bar:
+            if cfg.schedule == "cosine":
+                factor = 0.5 * (1.0 + math.cos(math.pi * step / self.total_steps))
+                for group, base in zip(optimizer.param_groups, self.base_lrs):
+                    group["lr"] = base * factor
+            batch = to_device(batch, self.device)
+            meter.add(batch_length(batch), *self.step_fn(self.model, batch, optimizer))
+            step += 1
+            bar.set_postfix(refresh=False, **meter.summary())
+        return {"epoch": epoch + 1, **meter.summary()}
+
+
 def fit(
     model: nn.Module,
     data: Data,
@@ -234,14 +300,11 @@ def fit(
     on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None,
     progress: bool = True,
     description: str = "train",
-    start_epoch: int = 0,
-    optimizer_state: dict[str, Any] | None = None,
-    on_epoch_end: Callable[[int, torch.optim.Optimizer], None] | None = None,
     loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
     train_step: TrainStep | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model`` in place on ``data``; returns per epoch ``{"epoch", "loss"}`` and, for
-    classification with the built-in step, ``"train_accuracy"``.
+    """Train ``model`` in place on ``data`` for ``cfg.epochs``; returns per epoch ``{"epoch", "loss"}``
+    and, for classification with the built-in step, ``"train_accuracy"``.
 
     ``data`` is any :data:`~deepcompress.datasets.Data`:
 
@@ -265,49 +328,12 @@ def fit(
     same (pruning keeps masked weights at zero this way).
 
     ``on_optimizer`` receives the optimizer before the first step. ``lr`` overrides ``cfg.lr``
-    (retraining uses a fraction of the original rate).
-
-    Resuming: every epoch draws its shuffling, augmentation, DataLoader worker seeds and the global
-    torch seed (which dropout draws from) from ``(cfg.seed, epoch)``, so a run restarted at
-    ``start_epoch`` with the weights and ``optimizer_state`` saved by ``on_epoch_end(epochs_done,
-    optimizer)`` continues exactly as an uninterrupted run would.
+    (retraining uses a fraction of the original rate). To run epochs separately (checkpoints, resume),
+    use :class:`Trainer`.
     """
-    kind = check_data(data)
-    device = pick_device(str(device) if device is not None else None)
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, cfg, lr)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-    if on_optimizer is not None:
-        on_optimizer(optimizer)
-    steps_per_epoch = count_steps(data, kind, cfg)
-    total_steps = max(1, cfg.epochs * (steps_per_epoch or 0))
-    base_lrs = [lr if lr is not None else cfg.lr for _ in optimizer.param_groups]
-    background = background_value(dataset, data[0]) if kind == "tensors" and cfg.augment else 0.0  # type: ignore[index]
-    step_fn = user_step(train_step) if train_step is not None else builtin_step(loss_fn or default_loss)
-    history: list[dict[str, float]] = []
-    step = start_epoch * (steps_per_epoch or 0)
-    for epoch in range(start_epoch, cfg.epochs):
-        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch)
-        model.train()
-        meter = EpochMeter()
-        batches = epoch_batches(data, kind, cfg, device, generator, background)
-        bar = progress_bar(batches, desc=f"{description} {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, enabled=progress)
-        for batch in bar:
-            if cfg.schedule == "cosine":
-                factor = 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
-                for group, base in zip(optimizer.param_groups, base_lrs):
-                    group["lr"] = base * factor
-            batch = to_device(batch, device)
-            meter.add(batch_length(batch), *step_fn(model, batch, optimizer))
-            step += 1
-            bar.set_postfix(refresh=False, **meter.summary())
-        history.append({"epoch": epoch + 1, **meter.summary()})
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, optimizer)
-    return history
+    trainer = Trainer(model, data, cfg, dataset=dataset, lr=lr, device=device, on_optimizer=on_optimizer,
+                      progress=progress, description=description, loss_fn=loss_fn, train_step=train_step)
+    return [trainer.run_epoch(epoch) for epoch in range(cfg.epochs)]
 
 
 def count_steps(data: Data, kind: str, cfg: TrainConfig) -> int | None:

@@ -14,7 +14,7 @@ from deepcompress.prune.apply import (
 from deepcompress.prune.auto import AUTO_FRACTIONS, SensitivityPlanner, plan_sparsity
 from deepcompress.prune.config import BiasPolicy, PruneConfig, PruneMethod, PruneRamp
 from deepcompress.prune.masks import global_masks, sparsity_mask, std_mask
-from deepcompress.prune.schedule import iterative_prune_
+from deepcompress.prune.schedule import finish_round_, iterative_prune_, prune_round_
 from deepcompress.prune.sensitivity import format_sensitivity, plot_sensitivity, sensitivity_scan
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "PruneRamp",
     "SensitivityPlanner",
     "adjust_dropout_",
+    "finish_round_",
     "format_sensitivity",
     "get_masks",
     "global_masks",
@@ -34,6 +35,7 @@ __all__ = [
     "plan_sparsity",
     "plot_sensitivity",
     "prune_",
+    "prune_round_",
     "sensitivity_scan",
     "set_masks_",
     "sparsity_mask",

@@ -16,9 +16,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
-from tqdm.auto import tqdm
-
 from deepcompress.atomic import atomic_write_bytes
+from deepcompress.progress import progress as progress_bar
 from deepcompress.selection import layer_kind, select_layers
 from deepcompress.prune.apply import MASK
 from deepcompress.prune.masks import sparsity_mask
@@ -58,7 +57,7 @@ def sensitivity_scan(
     result: dict[str, Any] = {"fractions": fractions, "layers": {}}
     try:
         result["baseline"] = _accuracy(evaluate, model)
-        steps = tqdm(total=len(layers) * len(fractions), desc="sensitivity", disable=not progress)
+        steps = progress_bar(desc="sensitivity", total=len(layers) * len(fractions), enabled=progress)
         for name, module in layers:
             weight = module.weight
             original = weight.detach().clone()

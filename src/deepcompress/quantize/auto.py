@@ -15,9 +15,8 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
-
 from deepcompress.allocate import Option, greedy_allocate, monotone_costs
+from deepcompress.progress import progress as progress_bar
 from deepcompress.selection import select_layers
 from deepcompress.quantize.apply import layer_kmeans, surviving_values
 from deepcompress.quantize.config import QuantizeConfig
@@ -34,7 +33,7 @@ def bits_scan(
     widths = list(range(cfg.min_bits, cfg.max_bits + 1))
     layers = select_layers(model, cfg.types, cfg.patterns, cfg.ignore)
     result: dict[str, Any] = {"bits": widths, "baseline": float(evaluate(model)), "layers": {}}
-    steps = tqdm(total=len(layers) * len(widths), desc="bits scan", disable=not progress)
+    steps = progress_bar(desc="bits scan", total=len(layers) * len(widths), enabled=progress)
     for index, (name, module) in enumerate(layers):
         weight = module.weight
         original = weight.detach().clone()
