@@ -25,7 +25,7 @@ import zstandard
 from deepcompress.atomic import atomic_write_text
 from deepcompress.coding import encode_positions
 from deepcompress.coding import huffman, rans
-from deepcompress.coding._jit import HAVE_NUMBA
+from deepcompress.jit import HAVE_NUMBA
 from deepcompress.compressed import CompressedLayer, CompressedModel
 from deepcompress.format import from_bytes, to_bytes
 

@@ -16,7 +16,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from deepcompress.atomic import atomic_write_text  # noqa: E402
-from deepcompress.bench.fc import PAPER_LAYERS, plot_fc, run_fc_benchmark  # noqa: E402
+from deepcompress.perf.fc import PAPER_LAYERS, plot_fc, run_fc_benchmark  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,8 +17,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from deepcompress.bench import energy_estimate, whole_model_latency  # noqa: E402
-from deepcompress.bench.machine import machine_info  # noqa: E402
+from deepcompress.perf import energy_estimate, whole_model_latency  # noqa: E402
+from deepcompress.perf.machine import machine_info  # noqa: E402
 from deepcompress.data import load_split  # noqa: E402
 from deepcompress.decode import to_dense_module  # noqa: E402
 from deepcompress.format import load_compressed  # noqa: E402

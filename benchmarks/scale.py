@@ -4,7 +4,7 @@ Run:  python benchmarks/scale.py [--models vgg16 alexnet] [--quick]
 
 Each model runs in a fresh process so its peak resident memory is its own. The pipeline is the
 library's own (prune_, quantize_, export_compressed, save, load_compressed, to_dense_module): see
-deepcompress.bench.scale.
+deepcompress.perf.scale.
 """
 
 from __future__ import annotations

@@ -67,8 +67,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config = dc.PipelineConfig(
         train=dc.TrainConfig(lr=0.05, augment=False),  # retraining uses lr x prune.lr_factor
         prune=dc.PruneConfig(method="sparsity", sparsity={"conv*": 0.6, "fc*": 0.92}, lr_factor=0.2,
-                             rounds=1 if args.tiny else 3, epochs_per_round=1),
-        quantize=dc.QuantizeConfig(bits={"conv*": 4, "fc*": 3}, epochs=1, lr=1e-3),
+                             rounds=1 if args.tiny else 4, epochs_per_round=1 if args.tiny else 2),
+        quantize=dc.QuantizeConfig(bits={"conv*": 4, "fc*": 3}, epochs=1 if args.tiny else 2, lr=1e-3),
     )
     result = dc.compress(model, config, out=path, train=train, test=test, progress=not args.quiet,
                          log=(lambda line: None) if args.quiet else print)

@@ -213,3 +213,20 @@ def test_tiny_bert_round_trips_with_its_architecture_record(tmp_path: Path) -> N
         assert torch.equal(loaded(tokens).last_hidden_state, expected)
         sparse = dc.load(out, runtime="sparse")
         torch.testing.assert_close(sparse(tokens).last_hidden_state, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_torchvision_resnet18_round_trips_where_torchvision_imports(tmp_path: Path) -> None:
+    try:
+        import torchvision  # noqa: F401
+    except Exception as exc:  # PyPI's torchvision wheels are CUDA builds that fail against this CPU torch
+        pytest.skip(f"torchvision does not import here ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+    from deepcompress.sources import build_model_ref
+
+    model, record = build_model_ref("torchvision:resnet18", {"num_classes": 10})
+    post_training = dc.PipelineConfig(prune=dc.PruneConfig(method="sparsity", sparsity=0.5, epochs_per_round=0),
+                                      quantize=dc.QuantizeConfig(bits=4, epochs=0))
+    out = tmp_path / "resnet18.dcz"
+    dc.compress(model, post_training, out=out, arch=record.to_dict(), progress=False, log=lambda _: None)
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(dc.load(out)(images), model.eval()(images))

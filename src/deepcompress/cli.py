@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import os
 
-from deepcompress.allocator import pin_mmap_threshold
+from deepcompress.malloc import pin_mmap_threshold
 from deepcompress.errors import ConfigError, DeepCompressError
 
 USAGE_ERRORS = (ConfigError,)
@@ -172,11 +172,11 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "fc":
-        from deepcompress.bench.fc import run_fc_benchmark
+        from deepcompress.perf.fc import run_fc_benchmark
 
         result = run_fc_benchmark(quick=args.quick)
     else:
-        from deepcompress.bench.scale import run_scale_benchmark
+        from deepcompress.perf.scale import run_scale_benchmark
 
         result = run_scale_benchmark(model=args.model, quick=args.quick)
     print(json.dumps(result, default=float, indent=None if args.json else 2))

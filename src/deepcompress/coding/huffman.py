@@ -27,7 +27,7 @@ import struct
 
 import numpy as np
 
-from deepcompress.coding._jit import HAVE_NUMBA, maybe_jit
+from deepcompress.jit import HAVE_NUMBA, maybe_jit
 from deepcompress.coding.bitio import empty_stream, pack_bits, packed_size, unpack_bits
 
 MAX_CODE_LEN = 24

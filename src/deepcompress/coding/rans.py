@@ -30,7 +30,7 @@ import struct
 
 import numpy as np
 
-from deepcompress.coding._jit import maybe_jit
+from deepcompress.jit import maybe_jit
 from deepcompress.coding.bitio import empty_stream, pack_bits, packed_size, unpack_bits
 
 MAX_PRECISION = 20

@@ -19,7 +19,7 @@ from typing import Iterable
 
 import numpy as np
 
-from deepcompress.coding._jit import HAVE_NUMBA, maybe_jit
+from deepcompress.jit import HAVE_NUMBA, maybe_jit
 from deepcompress.errors import ConfigError
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, NoReturn, TypeVar
 import numpy as np
 
 from deepcompress.coding import Coder, decode_positions, decode_stream
-from deepcompress.coding._jit import HAVE_NUMBA
+from deepcompress.jit import HAVE_NUMBA
 from deepcompress.compressed import CompressedLayer, CompressedModel
 from deepcompress.handlers import known_kinds
 from deepcompress.errors import FormatError

@@ -26,6 +26,7 @@ from deepcompress.prune.config import PruneConfig, PruneMethod
 from deepcompress.prune.masks import CHUNK, global_masks, sparsity_mask, std_mask
 
 MASK = "weight_mask"
+"""Name of the ``bool`` buffer (``True`` = kept) a pruned layer carries; quantization and export read it too."""
 _GRAD_HOOK = "_deepcompress_grad_hook"
 
 

@@ -5,7 +5,7 @@ hand; Deep Compression reuses those hand-set thresholds. Method ``"auto"`` of :c
 does it automatically and *gradually*: at the start of every prune/retrain round it scans each layer
 alone at a grid of sparsities on a validation set (:func:`sensitivity_scan`, no retraining), and
 spends the round's accuracy budget (``PruneConfig.budget``, the summed one-shot drop allowed) where it
-removes the most weights (:func:`deepcompress.allocate.greedy_allocate`). Retraining then recovers the
+removes the most weights (:func:`deepcompress.budget.greedy_allocate`). Retraining then recovers the
 loss and the next round scans the retrained model, so tolerant layers keep being pruned while
 sensitive ones stop early, with no per-layer numbers in the config.
 
@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from deepcompress.allocate import Option, greedy_allocate, monotone_costs
+from deepcompress.budget import Option, greedy_allocate, monotone_costs
 from deepcompress.selection import select_layers
 from deepcompress.prune.apply import MASK
 from deepcompress.prune.config import PruneConfig

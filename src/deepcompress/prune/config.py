@@ -47,7 +47,6 @@ rates are scaled after pruning (Han 2015, section 3.1, see :func:`adjust_dropout
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from enum import Enum
 from types import MappingProxyType
@@ -56,6 +55,7 @@ from typing import Any, Mapping, Union
 from deepcompress.choices import Choice
 from deepcompress.errors import ConfigError
 from deepcompress.selection import check_types
+from deepcompress.validate import check_int, check_number, reject_unknown
 
 Target = Union[float, Mapping[str, float]]
 
@@ -82,19 +82,9 @@ class BiasPolicy(Choice):
     KEEP = "keep"
 
 
-def _check_number(value: object, what: str, *, upper: float | None) -> float:
-    """``value`` as a float in ``[0, upper)`` (or ``[0, inf)`` when ``upper`` is None)."""
-    allowed = f"a number in [0, {upper:g})" if upper is not None else "a finite number >= 0"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{what}: expected {allowed}, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or number < 0 or (upper is not None and number >= upper):
-        raise ConfigError(f"{what}: expected {allowed}, got {value!r}")
-    return number
-
-
 def _check_target(value: object, what: str, *, upper: float | None) -> Target:
-    """A number, or a non-empty mapping from layer-name patterns to numbers (first match wins)."""
+    """A number in ``[0, upper)`` (``[0, inf)`` when ``upper`` is None), or a non-empty mapping from
+    layer-name patterns to such numbers (first match wins)."""
     if isinstance(value, Mapping):
         if not value:
             raise ConfigError(f"{what}: expected a number or a non-empty mapping of layer patterns, got {{}}")
@@ -102,9 +92,9 @@ def _check_target(value: object, what: str, *, upper: float | None) -> Target:
         for pattern, number in value.items():
             if not isinstance(pattern, str):
                 raise ConfigError(f"{what}: expected layer-name patterns (str) as keys, got {pattern!r}")
-            checked[pattern] = _check_number(number, f"{what}[{pattern!r}]", upper=upper)
+            checked[pattern] = check_number(number, f"{what}[{pattern!r}]", minimum=0, maximum=upper, open_max=True)
         return MappingProxyType(checked)
-    return _check_number(value, what, upper=upper)
+    return check_number(value, what, minimum=0, maximum=upper, open_max=True)
 
 
 def _ramp_one(final: float, progress: float, is_sparsity: bool, kind: PruneRamp) -> float:
@@ -150,9 +140,8 @@ class PruneConfig:
         set_ = object.__setattr__
         set_(self, "method", PruneMethod.parse(self.method, "prune.method"))
         set_(self, "ramp", PruneRamp.parse(self.ramp, "prune.ramp"))
-        set_(self, "budget", _check_number(self.budget, "prune.budget", upper=1.0))
-        set_(self, "tolerance", _check_number(self.tolerance, "prune.tolerance", upper=1.0))
-        set_(self, "max_sparsity", _check_number(self.max_sparsity, "prune.max_sparsity", upper=1.0))
+        for name in ("budget", "tolerance", "max_sparsity"):
+            set_(self, name, check_number(getattr(self, name), f"prune.{name}", minimum=0, maximum=1, open_max=True))
         set_(self, "bias", BiasPolicy.parse(self.bias, "prune.bias"))
         set_(self, "quality", _check_target(self.quality, "prune.quality", upper=None))
         set_(self, "sparsity", _check_target(self.sparsity, "prune.sparsity", upper=1.0))
@@ -172,14 +161,10 @@ class PruneConfig:
                     f"got {self.patterns!r}"
                 )
             set_(self, "patterns", tuple(self.patterns))
-        for name, low in (("rounds", 1), ("epochs_per_round", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"prune.{name}: expected an integer >= {low}, got {value!r}")
-        lr_factor = self.lr_factor
-        if isinstance(lr_factor, bool) or not isinstance(lr_factor, (int, float)) or not (0 < lr_factor <= 1):
-            raise ConfigError(f"prune.lr_factor: expected a number in (0, 1], got {lr_factor!r}")
-        set_(self, "weight_decay", _check_number(self.weight_decay, "prune.weight_decay", upper=None))
+        check_int(self.rounds, "prune.rounds", minimum=1)
+        check_int(self.epochs_per_round, "prune.epochs_per_round", minimum=0)
+        check_number(self.lr_factor, "prune.lr_factor", minimum=0, maximum=1, open_min=True)
+        set_(self, "weight_decay", check_number(self.weight_decay, "prune.weight_decay", minimum=0))
         if not isinstance(self.adjust_dropout, bool):
             raise ConfigError(f"prune.adjust_dropout: expected true or false, got {self.adjust_dropout!r}")
 
@@ -215,8 +200,5 @@ class PruneConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PruneConfig":
         """Build from :meth:`to_dict` output (or a TOML table); unknown keys are rejected by name."""
-        allowed = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise ConfigError(f"prune: unknown keys {unknown}; allowed keys are {allowed}")
+        reject_unknown("prune", data, [f.name for f in fields(cls)])
         return cls(**dict(data))

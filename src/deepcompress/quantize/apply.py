@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from deepcompress.errors import ConfigError
+from deepcompress.prune.apply import MASK
 from deepcompress.prune.masks import CHUNK
 from deepcompress.quantize.config import AUTO, QuantizeConfig, check_bits
 from deepcompress.quantize.kmeans import KMeans1D
@@ -30,13 +31,11 @@ from deepcompress.quantize.shared import (
 )
 from deepcompress.selection import FilterFn, per_layer, select_layers, tied_layers
 
-MASK_NAME = "weight_mask"
-
 
 def _check_mask(mask: object, weight: torch.Tensor) -> None:
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != weight.shape:
         got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise ConfigError(f"expected {MASK_NAME} to be a bool tensor of shape {tuple(weight.shape)}, got {got}")
+        raise ConfigError(f"expected {MASK} to be a bool tensor of shape {tuple(weight.shape)}, got {got}")
 
 
 def surviving_values(module: nn.Module) -> tuple[torch.Tensor, np.ndarray]:
@@ -49,7 +48,7 @@ def surviving_values(module: nn.Module) -> tuple[torch.Tensor, np.ndarray]:
     byte per weight) and no list of pieces is concatenated into a second copy.
     """
     weight = module.weight.detach()
-    mask = getattr(module, MASK_NAME, None)
+    mask = getattr(module, MASK, None)
     if mask is not None:
         _check_mask(mask, weight)
         mask = mask.to(weight.device).reshape(-1)

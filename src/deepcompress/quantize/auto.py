@@ -5,7 +5,7 @@ conv layers lose accuracy below 4 bits, fc layers below 2). :func:`choose_bits` 
 layer: each layer alone is weight-shared at every width in ``min_bits..max_bits`` (k-means exactly as
 :func:`quantize_` does it, without fine-tuning) and evaluated on a validation set; then the widths are
 lowered where they save the most index bits (``nnz * bits``) per unit of accuracy lost, until the
-summed drop would exceed ``cfg.budget`` (:func:`deepcompress.allocate.greedy_allocate`).
+summed drop would exceed ``cfg.budget`` (:func:`deepcompress.budget.greedy_allocate`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from deepcompress.allocate import Option, greedy_allocate, monotone_costs
+from deepcompress.budget import Option, greedy_allocate, monotone_costs
 from deepcompress.progress import progress as progress_bar
 from deepcompress.selection import select_layers
 from deepcompress.quantize.apply import layer_kmeans, surviving_values

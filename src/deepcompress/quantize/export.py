@@ -20,7 +20,8 @@ from torch.nn.utils import parametrize
 from deepcompress.compressed import CompressedLayer, CompressedModel
 from deepcompress.errors import ConfigError
 from deepcompress.handlers import handler_for
-from deepcompress.quantize.apply import MASK_NAME, quantized_layers
+from deepcompress.prune.apply import MASK
+from deepcompress.quantize.apply import quantized_layers
 from deepcompress.quantize.config import check_bits
 from deepcompress.quantize.shared import codebook_of
 from deepcompress.selection import per_layer, tied_layers
@@ -98,7 +99,7 @@ def _plain_state(model: nn.Module, skip: AbstractSet[str]) -> Iterator[tuple[str
         if parametrize.is_parametrized(module):
             names = [*names, *module.parametrizations]
         for tensor_name in names:
-            if tensor_name == MASK_NAME or prefix + tensor_name in skip:
+            if tensor_name == MASK or prefix + tensor_name in skip:
                 continue
             tensor = getattr(module, tensor_name)
             if isinstance(tensor, torch.Tensor):

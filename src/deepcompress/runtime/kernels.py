@@ -7,23 +7,19 @@ relative indexing"). Each inner step loads one packed word, looks the weight up 
 codebook and multiplies by the input at that column. Large products split rows across threads with
 ``prange``; small ones run on one thread, since waking a thread pool costs more than they take.
 
-numba is optional: :data:`HAVE_NUMBA` is ``False`` without it, the C kernels then run on one thread
-and, without those too, the layers in :mod:`deepcompress.runtime.layers` fall back to torch's sparse
-CSR product. :mod:`deepcompress.runtime.dispatch` chooses among them.
+numba is optional: :data:`HAVE_NUMBA` (from :mod:`deepcompress.jit`, the one place that imports
+numba) is ``False`` without it, the C kernels then run on one thread and, without those too, the
+layers in :mod:`deepcompress.runtime.layers` fall back to torch's sparse CSR product.
+:mod:`deepcompress.runtime.dispatch` chooses among them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from deepcompress.jit import HAVE_NUMBA, numba
 from deepcompress.runtime import simd
 
-try:
-    import numba
-except ImportError:  # the package still works, through the torch fallback
-    numba = None
-
-HAVE_NUMBA: bool = numba is not None
 HAVE_SIMD: bool = simd.HAVE_SIMD
 
 # Below this many multiply-adds a product runs on one thread (measured: a parallel launch costs

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from deepcompress.bench import PAPER_LAYERS, energy_estimate, plot_fc, run_fc_benchmark, whole_model_latency
-from deepcompress.bench.fc import KERNELS, synthetic_layer
-from deepcompress.bench.latency import DRAM_READ_PJ, SRAM_READ_PJ
+from deepcompress.perf import PAPER_LAYERS, energy_estimate, plot_fc, run_fc_benchmark, whole_model_latency
+from deepcompress.perf.fc import KERNELS, synthetic_layer
+from deepcompress.perf.latency import DRAM_READ_PJ, SRAM_READ_PJ
 from deepcompress.errors import ConfigError
 from deepcompress.runtime import available_backends
 from test_runtime import dense_model, random_model

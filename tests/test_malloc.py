@@ -4,7 +4,7 @@ import platform
 
 import pytest
 
-from deepcompress.allocator import pin_mmap_threshold
+from deepcompress.malloc import pin_mmap_threshold
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")

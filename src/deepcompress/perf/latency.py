@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepcompress.bench.machine import last_level_cache_bytes
+from deepcompress.perf.machine import last_level_cache_bytes
 from deepcompress.compressed import CompressedModel
 from deepcompress.errors import ConfigError
 from deepcompress.models import build_model

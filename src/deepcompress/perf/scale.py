@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepcompress.allocator import pin_mmap_threshold
-from deepcompress.bench.machine import machine_info
+from deepcompress.malloc import pin_mmap_threshold
+from deepcompress.perf.machine import machine_info
 from deepcompress.compressed import CompressedModel
 from deepcompress.decode import to_dense_module
 from deepcompress.errors import ConfigError
@@ -252,7 +252,7 @@ def run_scale_benchmark(
         with tempfile.TemporaryDirectory(prefix="dc-scale-") as tmp:
             return run_scale_benchmark(model, quick, seed, device, Path(tmp) / f"{name}.dcz")
     out_path = Path(out_path)
-    pin_mmap_threshold()  # freed per-layer chunks go back to the OS (see deepcompress.allocator)
+    pin_mmap_threshold()  # freed per-layer chunks go back to the OS (see deepcompress.malloc)
     baseline_rss = _status("VmRSS")
     stages = _Stages(str(device))
     dense_bytes, written = _compress(stages, name, seed, device, out_path)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from deepcompress.bench.scale import LIBRARY_PATH, PAPER_SETTINGS, run_scale_benchmark, trained_like_
+from deepcompress.perf.scale import LIBRARY_PATH, PAPER_SETTINGS, run_scale_benchmark, trained_like_
 from deepcompress.compressed import CompressedLayer, CompressedModel
 from deepcompress.decode import empty_model, to_dense_module
 from deepcompress.errors import CheckpointError, ConfigError

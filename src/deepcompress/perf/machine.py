@@ -1,7 +1,8 @@
 """Machine facts and the measurements every benchmark shares: caches, cache flushing, read bandwidth.
 
-See ``BENCHMARKING.md``: speed figures are cold-cache medians against a baseline from the same run,
-and the floor of a memory-bound kernel is its bytes divided by the measured read bandwidth.
+As the README's Benchmarks section says: speed figures are cold-cache medians against a baseline
+from the same run, and the floor of a memory-bound kernel is its bytes divided by the measured read
+bandwidth.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepcompress.jit import numba
 from deepcompress.runtime import kernels
 
 
@@ -55,8 +57,8 @@ def cpu_model() -> str:
 def set_threads(n: int) -> dict[str, object]:
     """Use ``n`` threads in torch, numba and numpy's BLAS; return what each reports afterwards."""
     torch.set_num_threads(n)
-    if kernels.numba is not None:
-        kernels.numba.set_num_threads(min(n, kernels.numba.config.NUMBA_NUM_THREADS))
+    if numba is not None:
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     blas: object = "unknown (threadpoolctl not installed)"
     try:
         from threadpoolctl import threadpool_info, threadpool_limits
@@ -103,7 +105,7 @@ class CacheFlusher:
 
 def read_bandwidth(buffer: np.ndarray, repeats: int = 5) -> float:
     """Best-of-``repeats`` read bandwidth in bytes/s of summing ``buffer`` with the kernels' threads."""
-    reduce = _parallel_sum if kernels.numba is not None else np.sum
+    reduce = _parallel_sum if numba is not None else np.sum
     reduce(buffer)
     best = float("inf")
     for _ in range(repeats):
@@ -113,11 +115,11 @@ def read_bandwidth(buffer: np.ndarray, repeats: int = 5) -> float:
     return buffer.nbytes / best
 
 
-if kernels.numba is not None:
+if numba is not None:
 
-    @kernels.numba.njit(parallel=True, fastmath=True, cache=True)
+    @numba.njit(parallel=True, fastmath=True, cache=True)
     def _parallel_sum(a):  # type: ignore[no-untyped-def]
         total = 0.0
-        for i in kernels.numba.prange(a.size):
+        for i in numba.prange(a.size):
             total += a[i]
         return total

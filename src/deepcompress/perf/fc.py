@@ -6,7 +6,7 @@ not depend on the centroid values). Each layer is timed, interleaved in one proc
 ``F.linear``, dense numpy (OpenBLAS) ``matmul``, pruned fp32 CSR in scipy and in torch, and ours
 (:class:`SparseCodebookLinear`, 2 bytes per weight) on the backend ``auto`` picks (``simd``: the
 AVX-512 kernel where built) and, for comparison, on ``numba``. The headline is the cold-cache median
-speedup of ours over the fastest dense routine; see ``BENCHMARKING.md``.
+speedup of ours over the fastest dense routine; see the README's Benchmarks section.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import scipy.sparse
 import torch
 from torch.nn import functional as F
 
-from deepcompress.bench.machine import (
+from deepcompress.perf.machine import (
     CacheFlusher,
     last_level_cache_bytes,
     machine_info,

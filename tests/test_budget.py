@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from deepcompress.allocate import Option, greedy_allocate, monotone_costs
+from deepcompress.budget import Option, greedy_allocate, monotone_costs
 
 
 def total(options: dict[str, list[Option]], chosen: dict[str, int], what: str) -> float:
