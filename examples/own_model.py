@@ -6,9 +6,11 @@ one ``dc.compress`` call; ``dc.load(path, model=MyNet())`` fills a module you bu
 weights, and ``dc.evaluate`` scores it.
 
     python examples/own_model.py                       # a real small run on MNIST, files in build/
-    python examples/own_model.py --tiny --out /tmp/x   # 600 images, one epoch each: a smoke test
+    python examples/own_model.py --tiny --out /tmp/x   # 600 + 1000 images, one epoch each: a smoke test
 
-Measured here (2 shared CPU cores, default mode): see MEASURED below.
+Measured here (default mode, 2 shared CPU cores, 59-98 s depending on other load): the trained network
+scores 99.19% on the 10,000 MNIST test images; the file is 4,586 bytes, 32.9x smaller than the 150,704
+bytes of float32 weights, biases and BatchNorm state, keeps 10.9% of the weights and scores 98.76%.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from torch import nn
 
 import deepcompress as dc
 from deepcompress.datasets import resolve_dataset
-
-MEASURED = "not measured yet"
 
 
 class MyNet(nn.Module):
@@ -46,7 +46,7 @@ class MyNet(nn.Module):
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="600 training images, one epoch per stage (a smoke test)")
+    parser.add_argument("--tiny", action="store_true", help="600 training and 1000 test images, one epoch per stage (a smoke test)")
     parser.add_argument("--out", type=Path, default=Path("build"), help="directory for my_net.dcz (default: build)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     # 1. Your model and data: (images, labels) tensors here; Datasets and DataLoaders work too.
     torch.manual_seed(0)
-    train, test = resolve_dataset("mnist", train_limit=600 if args.tiny else None)
+    train, test = resolve_dataset("mnist", train_limit=600 if args.tiny else None, test_limit=1000 if args.tiny else None)
     model = MyNet()
     dc.fit(model, train, dc.TrainConfig(epochs=epochs, lr=0.05, augment=False), progress=not args.quiet)
     dense_accuracy = dc.evaluate(model, test)["accuracy"]

@@ -25,8 +25,10 @@ import torch.nn.functional as F
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from deepcompress import PruneConfig, QuantizeConfig, export_compressed, load_checkpoint, load_split, save
+from deepcompress import PruneConfig, QuantizeConfig, export_compressed, save
 from deepcompress.atomic import atomic_write_bytes
+from deepcompress.checkpoint import load_checkpoint
+from deepcompress.data import load_split
 from deepcompress.distributed import is_distributed, prune_once_, quantize_once_
 from deepcompress.prune.apply import keep_pruned_zero, mask_gradients_
 

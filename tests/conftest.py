@@ -1,4 +1,5 @@
-"""Shared test fixtures: a private dataset cache and small synthetic datasets written by the tests."""
+"""Shared test fixtures and helpers: a private dataset cache, small synthetic datasets written by the tests,
+and a small network with a score for the tests of the automatic choices."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 
 @pytest.fixture(autouse=True)
@@ -54,3 +56,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+# A small network and a score of it, for the automatic choices (tests of prune/auto.py, quantize/auto.py).
+_G = torch.Generator().manual_seed(5)
+_X = torch.randn(512, 8, generator=_G)
+
+
+def two_layer_net() -> nn.Sequential:
+    """The same freshly initialised 8-64-4 network on every call."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 4))
+
+
+with torch.no_grad():
+    _TARGET = two_layer_net()(_X).argmax(1)
+
+
+def agreement(m: nn.Module) -> float:
+    """Share of inputs where ``m`` predicts what the unpruned network predicts (an accuracy in [0, 1])."""
+    with torch.no_grad():
+        return float((m(_X).argmax(1) == _TARGET).float().mean())

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import deepcompress as dc
+from deepcompress.data import load_split
 
 RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
 
@@ -22,7 +23,7 @@ def test_committed_file_reproduces_its_recorded_accuracy(name: str, paper_error:
     path = RESULTS / f"{name}.dcz"
     compressed = dc.load_compressed(path)
     model = dc.to_dense_module(compressed)
-    result = dc.evaluate(model, dc.load_split("mnist", "test").tensors())
+    result = dc.evaluate(model, load_split("mnist", "test").tensors())
     assert result["n"] == 10_000
     assert result["accuracy"] == compressed.metadata["test_accuracy"]
     assert result["error"] <= paper_error

@@ -16,7 +16,9 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from deepcompress import PruneConfig, QuantizeConfig, build_model, load_checkpoint, load_split, save_checkpoint
+from deepcompress import PruneConfig, QuantizeConfig
+from deepcompress.checkpoint import load_checkpoint, save_checkpoint
+from deepcompress.data import load_split
 from deepcompress.distributed import (
     broadcast_masks_,
     broadcast_quantization_,
@@ -24,6 +26,7 @@ from deepcompress.distributed import (
     prune_once_,
     quantize_once_,
 )
+from deepcompress.models import build_model
 from deepcompress.prune.apply import get_masks, mask_gradients_, set_masks_
 from deepcompress.quantize import codebook_of, quantize_, quantized_layers
 

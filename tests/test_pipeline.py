@@ -110,7 +110,7 @@ def test_cli_compress_inspect_decompress_evaluate(workdir: Path, idx_dir: Path, 
 def test_config_errors_name_the_key(workdir: Path) -> None:
     bad = workdir / "bad.toml"
     bad.write_text('model = "lenet300"\ncheckpoint = "x"\n[quantize]\nbits = 20\n')
-    with pytest.raises(ConfigError, match=r"bad.toml: expected bits to be an integer in 1..16, got 20"):
+    with pytest.raises(ConfigError, match=r"bad.toml: quantize.bits: expected an integer in 1..16, got 20"):
         load_config(bad)
     bad.write_text('model = "lenet300"\ncheckpoint = "x"\n[prune]\nsparsty = 0.5\n')
     with pytest.raises(ConfigError, match=r"unknown keys \['sparsty'\]"):

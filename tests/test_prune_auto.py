@@ -1,11 +1,12 @@
-"""Automatic choices: cubic ramps, per-round sparsity plans and per-layer bit widths from sensitivity scans."""
+"""Automatic pruning (prune/auto.py): per-round sparsity plans from sensitivity scans, cubic ramps, the
+``auto`` method's need for a plan. Automatic bit widths are in test_quantize_auto.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
+from conftest import agreement, two_layer_net
 from deepcompress.errors import ConfigError
 from deepcompress.prune import (
     PruneConfig,
@@ -15,26 +16,6 @@ from deepcompress.prune import (
     plan_sparsity,
     prune_,
 )
-from deepcompress.quantize import QuantizeConfig, bits_scan, choose_bits, plan_bits, quantization_report, quantize_
-
-G = torch.Generator().manual_seed(5)
-X = torch.randn(512, 8, generator=G)
-
-
-def two_layer_net() -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 4))
-
-
-NET = two_layer_net()
-with torch.no_grad():
-    TARGET = NET(X).argmax(1)
-
-
-def agreement(m: nn.Module) -> float:
-    """Share of inputs where ``m`` predicts what the unpruned network predicts (an accuracy in [0, 1])."""
-    with torch.no_grad():
-        return float((m(X).argmax(1) == TARGET).float().mean())
 
 
 def test_cubic_ramp_prunes_most_in_the_first_rounds() -> None:
@@ -93,39 +74,6 @@ def test_planner_prunes_gradually_and_masks_only_shrink() -> None:
         for row in entry["layers"]:
             assert row["kept"] == row["numel"] - round(entry["target"][row["layer"]] * row["numel"])
     assert history[-1]["kept"] < history[0]["numel"]  # something was pruned
-
-
-def test_bits_scan_restores_the_model_and_plan_narrows_the_cheap_layer() -> None:
-    net = two_layer_net()
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    cfg = QuantizeConfig(bits="auto", min_bits=1, max_bits=4, budget=0.02)
-    scan = bits_scan(net, agreement, cfg)
-    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
-    assert scan["bits"] == [1, 2, 3, 4] and set(scan["layers"]) == {"0", "2"}
-    assert scan["layers"]["0"]["nnz"] == 8 * 64 and all(0 <= a <= 1 for a in scan["layers"]["0"]["accuracy"])
-    synthetic = {
-        "bits": [2, 3, 4],
-        "baseline": 1.0,
-        "layers": {"wide": {"nnz": 1000, "accuracy": [0.999, 1.0, 1.0]}, "touchy": {"nnz": 1000, "accuracy": [0.5, 0.9, 1.0]}},
-    }
-    assert plan_bits(synthetic, budget=0.001) == {"wide": 2, "touchy": 4}
-    assert plan_bits(synthetic, budget=0.0) == {"wide": 3, "touchy": 4}
-
-
-def test_choose_bits_resolves_auto_for_quantize() -> None:
-    net = two_layer_net()
-    cfg = QuantizeConfig(bits="auto", min_bits=2, max_bits=5, budget=0.01)
-    with pytest.raises(ConfigError, match="bits 'auto' must first be resolved"):
-        quantize_(two_layer_net(), cfg)
-    resolved, scan = choose_bits(net, cfg, agreement)
-    assert set(resolved.bits) == {"0", "2"} and all(2 <= b <= 5 for b in resolved.bits.values())
-    quantize_(net, resolved)
-    report = {row["layer"]: row for row in quantization_report(net)}
-    assert {name: report[name]["bits"] for name in resolved.bits} == dict(resolved.bits)
-    with pytest.raises(ConfigError, match="expected min_bits <= max_bits"):
-        QuantizeConfig(bits="auto", min_bits=5, max_bits=3)
-    with pytest.raises(ConfigError, match="'auto', got 'best'"):
-        QuantizeConfig(bits="best")
 
 
 def test_tolerance_caps_each_round_budget_by_the_accuracy_left() -> None:

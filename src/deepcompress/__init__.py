@@ -5,17 +5,19 @@ The pipeline on any ``nn.Module``: ``prune_`` (section 2) -> ``quantize_`` + fin
 ``load(path, model=...)`` (dense or sparse runtime) or ``load_state_dict(path)``. ``compress`` runs
 all of it on a module and data a user has, from a :class:`PipelineConfig` (a TOML file via
 ``load_config``; ``compress_config`` also resolves the model and data the file names).
+
+Only the core is here. The MNIST tooling stays in its modules: the dataset loaders
+(``deepcompress.data.load_split``), the paper's built-in networks (``deepcompress.models.build_model``)
+and deepcompress's own training checkpoints (``deepcompress.checkpoint``).
 """
 
-from deepcompress.checkpoint import load_checkpoint, save_checkpoint
 from deepcompress.compressed import CompressedLayer, CompressedModel
 from deepcompress.config import EncodeConfig, PipelineConfig, load_config
-from deepcompress.data import load_split
 from deepcompress.decode import load, load_state_dict, to_dense_module
 from deepcompress.handlers import LayerHandler, register_handler
 from deepcompress.errors import CheckpointError, ConfigError, DataError, DeepCompressError, FormatError
 from deepcompress.format import from_bytes, inspect_file, load_compressed, save, to_bytes
-from deepcompress.models import build_model, register_model
+from deepcompress.models import register_model
 from deepcompress.pipeline import compress, compress_config
 from deepcompress.prune import PruneConfig, iterative_prune_, keep_pruned_zero, prune_, sensitivity_scan, sparsity_report
 from deepcompress.runtime import to_sparse_module
@@ -39,7 +41,6 @@ __all__ = [
     "QuantizeConfig",
     "TrainConfig",
     "__version__",
-    "build_model",
     "compress",
     "compress_config",
     "evaluate",
@@ -50,18 +51,15 @@ __all__ = [
     "iterative_prune_",
     "keep_pruned_zero",
     "load",
-    "load_checkpoint",
     "load_compressed",
     "load_config",
     "load_state_dict",
-    "load_split",
     "prune_",
     "quantization_report",
     "quantize_",
     "register_handler",
     "register_model",
     "save",
-    "save_checkpoint",
     "sensitivity_scan",
     "sparsity_report",
     "strip_quantization_",

@@ -127,12 +127,20 @@ def load_state_into(model: nn.Module, tensors: Mapping[str, torch.Tensor], sourc
 load_state_strict = load_state_into
 
 
-def load_checkpoint(path: str | os.PathLike[str], expect_model: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Build the checkpoint's model and load its weights; returns ``(model, metadata)``."""
+def load_checkpoint(
+    path: str | os.PathLike[str], expect_model: str | None = None, *, trust_code: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the checkpoint's model (its ``arch`` record, else its built-in ``model`` name) and load its
+    weights; returns ``(model, metadata)``. A record naming user code runs only with ``trust_code``."""
     tensors, metadata = read_checkpoint(path)
     if expect_model is not None and metadata["model"] != expect_model:
         raise CheckpointError(f"{path} holds a {metadata['model']!r} model, expected {expect_model!r}")
-    model = build_model(metadata["model"])
+    if "arch" in metadata:
+        from deepcompress.sources import ArchRecord
+
+        model = ArchRecord.from_dict(metadata["arch"]).build(trust_code=trust_code, base_dir=Path(path).resolve().parent)
+    else:
+        model = build_model(metadata["model"])
     load_state_into(model, tensors, str(path))
     return model, metadata
 

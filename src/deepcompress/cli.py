@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import shlex
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -51,31 +51,54 @@ def add_trust_arg(parser: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from deepcompress.checkpoint import save_checkpoint
-    from deepcompress.data import check_dataset_name, load_split
-    from deepcompress.models import build_model
-    from deepcompress.train import TrainConfig, evaluate, fit
+    from deepcompress.datasets import resolve_dataset
+    from deepcompress.pipeline import Runner
+    from deepcompress.resume import RunState
+    from deepcompress.sources import build_model_ref
+    from deepcompress.train import TrainConfig, Trainer, evaluate
 
-    check_dataset_name(args.dataset)
-    model = build_model(args.model)
+    model, record = build_model_ref(args.model, parse_json_object(args.model_args, "--model-args"), Path.cwd())
     cfg = TrainConfig(
         epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size,
-        weight_decay=args.weight_decay, augment=not args.no_augment, seed=args.seed,
+        weight_decay=args.weight_decay, augment=not args.no_augment, seed=args.seed, workers=args.workers,
     )
-    train = load_split(args.dataset, "train", args.data_dir).tensors(args.limit)
-    test = load_split(args.dataset, "test", args.data_dir).tensors()
-    start = time.perf_counter()
-    fit(model, train, cfg, dataset=args.dataset, device=args.device, progress=not args.quiet, description=args.model)
-    seconds = time.perf_counter() - start
+    train, test = resolve_dataset(args.dataset, data_dir=args.data_dir, image_size=args.image_size,
+                                  channels=args.channels, train_limit=args.limit)
+    out = Path(args.out)
+    state = RunState(out, {"command": "train", "model": args.model, "model_args": args.model_args, "dataset": args.dataset,
+                           "image_size": args.image_size, "channels": args.channels, "limit": args.limit, "train": cfg.to_dict()})
+    if state.resumed:
+        print(f"resuming from {state.dir}", file=sys.stderr)
+        model.load_state_dict(state.weights())
+
+    def make_trainer() -> Trainer:
+        return Trainer(model, train, cfg, dataset=args.dataset, device=args.device, progress=not args.quiet, description=args.model)
+
+    Runner(state, None, print).epochs(model, "train", make_trainer, cfg.epochs)
+    seconds = state.get("train", {}).get("seconds", 0.0)
     result = evaluate(model, test, device=args.device)
     metadata = {
-        "model": args.model, "dataset": args.dataset, "seed": args.seed, "train": cfg.to_dict(),
+        "model": args.model, "arch": record.to_dict(), "dataset": args.dataset, "seed": args.seed, "train": cfg.to_dict(),
+        "image_size": args.image_size, "channels": args.channels,
         "test_accuracy": result["accuracy"], "test_error": result["error"], "train_seconds": round(seconds, 1),
-        "command": "deepcompress " + shlex.join(sys.argv[1:]),
+        "machine": platform.processor() or platform.machine(), "command": "deepcompress " + shlex.join(sys.argv[1:]),
     }
-    save_checkpoint(model.cpu(), args.out, metadata)
+    save_checkpoint(model.cpu(), out, metadata)
+    state.finish()
     print(f"{args.model} on {args.dataset}: test accuracy {100 * result['accuracy']:.2f}% "
-          f"(error {100 * result['error']:.2f}%), trained in {seconds:.0f} s -> {args.out}")
+          f"(error {100 * result['error']:.2f}%), trained in {seconds:.0f} s -> {out}")
     return 0
+
+
+def parse_json_object(text: str, what: str) -> dict[str, Any]:
+    """A JSON object given on the command line (``--model-args '{"num_classes": 10}'``)."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: expected a JSON object such as '{{\"num_classes\": 10}}', got {text!r} ({exc})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def load_any_model(path: str, runtime: str = "dense", trust_code: bool = False) -> tuple[Any, dict[str, Any]]:
@@ -84,7 +107,7 @@ def load_any_model(path: str, runtime: str = "dense", trust_code: bool = False) 
     from deepcompress.checkpoint import load_checkpoint
 
     if path.endswith(".safetensors"):
-        return load_checkpoint(path)
+        return load_checkpoint(path, trust_code=trust_code)
     from deepcompress.decode import load_with_metadata
 
     return load_with_metadata(path, runtime=runtime, trust_code=trust_code)
@@ -188,9 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a reference model and save a safetensors checkpoint")
-    p.add_argument("model", help="lenet300, lenet5, alexnet, vgg16")
+    p = sub.add_parser("train", help="train a reference model and save a safetensors checkpoint (resumes if interrupted)")
+    p.add_argument("model", help="a model reference: lenet300, lenet5, alexnet, vgg16, path/file.py:build, pkg.mod:build, ...")
+    p.add_argument("--model-args", default="{}", help="JSON keyword arguments of the model factory")
     add_data_args(p)
+    p.add_argument("--image-size", type=int, default=None, help="resize images to this size (square)")
+    p.add_argument("--channels", type=int, default=None, help="1 or 3 (grey images are replicated)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for Dataset inputs")
     p.add_argument("--out", required=True, help="output checkpoint (.safetensors)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=0.05)

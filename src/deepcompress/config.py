@@ -22,6 +22,7 @@ from deepcompress.errors import ConfigError
 from deepcompress.prune import PruneConfig
 from deepcompress.quantize import QuantizeConfig
 from deepcompress.train import TrainConfig
+from deepcompress.validate import check_int, reject_unknown
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,13 +31,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 CODERS = ("auto", "huffman", "rans", "raw")
 VALUE_DTYPES = ("float32", "float16")
-
-
-def reject_unknown(section: str, data: Mapping[str, Any], allowed: set[str]) -> None:
-    """Raise ``ConfigError`` naming unknown keys of ``section`` and listing the allowed ones."""
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ConfigError(f"{section}: unknown keys {unknown}; allowed keys are {sorted(allowed)}")
 
 
 @dataclass(frozen=True)
@@ -62,10 +56,8 @@ class EncodeConfig:
             raise ConfigError(f"encode.value_dtype: expected one of {list(VALUE_DTYPES)}, got {self.value_dtype!r}")
         values = self.index_bits.values() if isinstance(self.index_bits, Mapping) else [self.index_bits]
         for value in values:
-            if value == "auto":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 16:
-                raise ConfigError(f"encode.index_bits: expected 'auto' or an integer in 1..16, got {value!r}")
+            if value != "auto":
+                check_int(value, "encode.index_bits", minimum=1, maximum=16, expected="'auto' or an integer in 1..16")
 
     def to_dict(self) -> dict[str, Any]:
         index_bits = dict(self.index_bits) if isinstance(self.index_bits, Mapping) else self.index_bits
@@ -73,7 +65,7 @@ class EncodeConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "EncodeConfig":
-        reject_unknown("encode", data, {f.name for f in fields(cls)})
+        reject_unknown("encode", data, [f.name for f in fields(cls)])
         return cls(**dict(data))
 
 
@@ -141,12 +133,10 @@ class PipelineConfig:
             if getattr(self, key) is not None:
                 object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
         for key in ("train_limit", "test_limit", "image_size", "channels"):
-            value = getattr(self, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
-        held = self.validation_images
-        if isinstance(held, bool) or not isinstance(held, int) or held < 1:
-            raise ConfigError(f"validation_images: expected a positive integer (training images held out), got {held!r}")
+            if getattr(self, key) is not None:
+                check_int(getattr(self, key), key, minimum=1, expected="a positive integer")
+        check_int(self.validation_images, "validation_images", minimum=1,
+                  expected="a positive integer (training images held out)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain TOML/JSON data (``None`` and empty settings left out); :meth:`from_dict` reads it back."""
@@ -176,8 +166,7 @@ class PipelineConfig:
         """Build from a parsed TOML mapping; a relative ``checkpoint`` is resolved against ``base_dir``
         (the config file's directory), so a config works from any working directory; model, dataset
         and function references resolve against it too (``base_dir``)."""
-        allowed = {f.name for f in fields(cls)} - {"base_dir"}
-        reject_unknown("config", data, allowed)
+        reject_unknown("config", data, [f.name for f in fields(cls) if f.name != "base_dir"])
         if "model" not in data:
             raise ConfigError("config: missing required key 'model'")
         values = {k: v for k, v in data.items() if k not in ("train", "prune", "quantize", "encode")}

@@ -161,16 +161,20 @@ class Runner:
         return self.state.get(key)
 
     def epochs(self, model: nn.Module, key: str, make_trainer: Callable[[], Trainer], epochs: int) -> None:
-        """Run the epochs of training run ``key`` not yet done, checkpointing after each one."""
+        """Run the epochs of training run ``key`` not yet done, checkpointing after each one (with the
+        run's training seconds so far, summed over resumed processes)."""
         done = self.state.get(key, {}).get("epochs_done", 0)
         if done >= epochs:
             return
         trainer = make_trainer()
         if done:  # the weights came back when the stage resumed; the optimizer's moments come back here
             trainer.optimizer.load_state_dict(self.state.optimizer_state())
+        seconds = self.state.get(key, {}).get("seconds", 0.0)
         for epoch in range(done, epochs):
+            start = time.perf_counter()
             trainer.run_epoch(epoch)
-            self.checkpoint(model, trainer.optimizer, **{key: {"epochs_done": epoch + 1}})
+            seconds += time.perf_counter() - start
+            self.checkpoint(model, trainer.optimizer, **{key: {"epochs_done": epoch + 1, "seconds": seconds}})
 
 
 def compress(

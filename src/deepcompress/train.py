@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from deepcompress.data import NORMALIZATION
 from deepcompress.datasets import Data, check_data, describe
 from deepcompress.errors import ConfigError
+from deepcompress.validate import reject_unknown
 from deepcompress.progress import progress as progress_bar
 
 OPTIMIZERS = ("sgd", "adam")
@@ -74,10 +75,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ConfigError(f"train: unknown keys {unknown}; allowed keys are {sorted(allowed)}")
+        reject_unknown("train", data, [f.name for f in fields(cls)])
         return cls(**dict(data))
 
 

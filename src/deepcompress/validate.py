@@ -32,7 +32,10 @@ def check_int(
     ok = isinstance(value, int) and not isinstance(value, bool)
     ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)  # type: ignore[operator]
     if not ok:
-        raise ConfigError(f"{where}: expected {expected or _int_range(minimum, maximum)}, got {value!r}")
+        if expected is None:
+            both = minimum is not None and maximum is not None
+            expected = f"an integer in {minimum}..{maximum}" if both else _bounded("an integer", minimum, maximum)
+        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
     return value  # type: ignore[return-value]
 
 
@@ -57,25 +60,18 @@ def check_number(
     if ok and maximum is not None:
         ok = value < maximum if open_max else value <= maximum  # type: ignore[operator]
     if not ok:
-        raise ConfigError(f"{where}: expected {expected or _number_range(minimum, maximum, open_min, open_max)}, got {value!r}")
+        if expected is None and minimum is not None and maximum is not None:
+            expected = f"a number in {'(' if open_min else '['}{minimum:g}, {maximum:g}{')' if open_max else ']'}"
+        elif expected is None:
+            expected = _bounded("a finite number", minimum, maximum, open_min, open_max)
+        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
     return float(value)  # type: ignore[arg-type]
 
 
-def _int_range(minimum: int | None, maximum: int | None) -> str:
-    if minimum is not None and maximum is not None:
-        return f"an integer in {minimum}..{maximum}"
+def _bounded(noun: str, minimum: float | None, maximum: float | None, open_min: bool = False, open_max: bool = False) -> str:
+    """``NOUN >= MIN`` or ``NOUN <= MAX`` (``>`` / ``<`` when open) for at most one bound; NOUN alone for none."""
     if minimum is not None:
-        return f"an integer >= {minimum}"
+        return f"{noun} {'>' if open_min else '>='} {minimum:g}"
     if maximum is not None:
-        return f"an integer <= {maximum}"
-    return "an integer"
-
-
-def _number_range(minimum: float | None, maximum: float | None, open_min: bool, open_max: bool) -> str:
-    if minimum is not None and maximum is not None:
-        return f"a number in {'(' if open_min else '['}{minimum:g}, {maximum:g}{')' if open_max else ']'}"
-    if minimum is not None:
-        return f"a finite number {'>' if open_min else '>='} {minimum:g}"
-    if maximum is not None:
-        return f"a finite number {'<' if open_max else '<='} {maximum:g}"
-    return "a finite number"
+        return f"{noun} {'<' if open_max else '<='} {maximum:g}"
+    return noun

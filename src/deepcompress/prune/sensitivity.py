@@ -16,6 +16,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
+
 from deepcompress.atomic import atomic_write_bytes
 from deepcompress.progress import progress as progress_bar
 from deepcompress.selection import layer_kind, select_layers

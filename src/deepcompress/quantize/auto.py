@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+
 from deepcompress.budget import Option, greedy_allocate, monotone_costs
 from deepcompress.progress import progress as progress_bar
 from deepcompress.selection import select_layers

@@ -12,7 +12,6 @@ quantized one at a time on a validation set, spending at most ``budget`` of summ
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
@@ -20,6 +19,7 @@ from typing import Any, Mapping, Sequence
 from deepcompress.choices import Choice
 from deepcompress.errors import ConfigError
 from deepcompress.selection import check_types
+from deepcompress.validate import check_int, check_number, reject_unknown
 
 MAX_BITS = 16
 AUTO = "auto"
@@ -44,10 +44,8 @@ class GradReduction(Choice):
 
 
 def check_bits(value: object, where: str = "bits") -> int:
-    """Return ``value`` if it is an int in 1..16, else raise ``ConfigError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BITS:
-        raise ConfigError(f"expected {where} to be an integer in 1..{MAX_BITS}, got {value!r}")
-    return value
+    """Return ``value`` if it is an int in 1..16, else raise ``ConfigError`` naming ``where``."""
+    return check_int(value, where, minimum=1, maximum=MAX_BITS)
 
 
 @dataclass(frozen=True)
@@ -89,31 +87,31 @@ class QuantizeConfig:
     max_bits: int = 8
 
     def __post_init__(self) -> None:
-        check_bits(self.min_bits, "min_bits")
-        check_bits(self.max_bits, "max_bits")
+        check_bits(self.min_bits, "quantize.min_bits")
+        check_bits(self.max_bits, "quantize.max_bits")
         if self.min_bits > self.max_bits:
-            raise ConfigError(f"expected min_bits <= max_bits, got {self.min_bits} > {self.max_bits}")
-        _check_float(self.budget, "budget", minimum=0.0)
+            raise ConfigError(f"quantize.min_bits: expected min_bits <= max_bits, got {self.min_bits} > {self.max_bits}")
+        check_number(self.budget, "quantize.budget", minimum=0)
         if isinstance(self.bits, str):
             if self.bits != AUTO:
-                raise ConfigError(f"expected bits to be an int, a pattern mapping or 'auto', got {self.bits!r}")
+                raise ConfigError(f"quantize.bits: expected an int, a pattern mapping or 'auto', got {self.bits!r}")
         elif isinstance(self.bits, Mapping):
             if not self.bits:
-                raise ConfigError("expected bits to be an int or a non-empty pattern mapping, got {}")
+                raise ConfigError("quantize.bits: expected an int or a non-empty pattern mapping, got {}")
             for pattern, b in self.bits.items():
                 if not isinstance(pattern, str):
-                    raise ConfigError(f"expected bits pattern to be a str, got {pattern!r}")
-                check_bits(b, f"bits[{pattern!r}]")
+                    raise ConfigError(f"quantize.bits: expected layer-name patterns (str) as keys, got {pattern!r}")
+                check_bits(b, f"quantize.bits[{pattern!r}]")
             object.__setattr__(self, "bits", MappingProxyType(dict(self.bits)))
         else:
-            check_bits(self.bits)
+            check_bits(self.bits, "quantize.bits")
         object.__setattr__(self, "init", CentroidInit.parse(self.init, "quantize.init"))
         object.__setattr__(self, "grad_reduction", GradReduction.parse(self.grad_reduction, "quantize.grad_reduction"))
-        _check_int(self.max_iter, "max_iter", minimum=1)
-        _check_float(self.tol, "tol", minimum=0.0)
-        _check_int(self.seed, "seed", minimum=0)
-        _check_int(self.epochs, "epochs", minimum=0)
-        _check_float(self.lr, "lr", minimum=0.0, strict=True)
+        check_int(self.max_iter, "quantize.max_iter", minimum=1)
+        check_number(self.tol, "quantize.tol", minimum=0)
+        check_int(self.seed, "quantize.seed", minimum=0)
+        check_int(self.epochs, "quantize.epochs", minimum=0)
+        check_number(self.lr, "quantize.lr", minimum=0, open_min=True)
         object.__setattr__(self, "types", check_types(self.types, "quantize.types"))
         object.__setattr__(self, "ignore", _str_tuple(self.ignore, "ignore") if self.ignore else ())
         if self.patterns is not None:
@@ -133,29 +131,13 @@ class QuantizeConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QuantizeConfig:
         """Build from :meth:`to_dict` output; unknown keys raise ``ConfigError`` naming them."""
-        allowed = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise ConfigError(f"unknown quantize config keys {unknown}; allowed keys are {allowed}")
+        reject_unknown("quantize", data, [f.name for f in fields(cls)])
         return cls(**dict(data))
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"expected {name} to be an integer >= {minimum}, got {value!r}")
-
-
-def _check_float(value: object, name: str, *, minimum: float, strict: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > minimum if strict else value >= minimum)  # type: ignore[operator]
-    if not ok:
-        relation = ">" if strict else ">="
-        raise ConfigError(f"expected {name} to be a finite number {relation} {minimum}, got {value!r}")
 
 
 def _str_tuple(value: object, name: str) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, Sequence) or not value:
-        raise ConfigError(f"expected {name} to be a non-empty list of strings, got {value!r}")
+        raise ConfigError(f"quantize.{name}: expected a non-empty list of strings, got {value!r}")
     if not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"expected {name} to be a list of strings, got {value!r}")
+        raise ConfigError(f"quantize.{name}: expected a list of strings, got {value!r}")
     return tuple(value)
