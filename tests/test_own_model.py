@@ -163,11 +163,12 @@ def test_own_network_from_toml_and_cli(net_module, tmp_path: Path, capsys: pytes
         epochs = 1
         """
     ))
-    out = tmp_path / "own.dcz"
+    out = tmp_path / "written" / "own.dcz"  # elsewhere than the model file: the record points back to it
+    out.parent.mkdir()
     assert main(["compress", "--config", str(config), "--out", str(out), "--quiet", "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     file_accuracy = report["stages"][-1]["accuracy"]
-    assert dc.load_compressed(out).arch == {"source": "import", "name": "my_net.py:build", "kwargs": {}}
+    assert dc.load_compressed(out).arch == {"source": "import", "name": "../my_net.py:build", "kwargs": {}}
 
     dataset = f"{tmp_path / 'my_net.py'}:loaders"
     assert main(["evaluate", str(out), "--dataset", dataset, "--json"]) == 2

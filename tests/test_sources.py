@@ -150,13 +150,23 @@ def test_import_record_round_trips_and_rebuilds_from_the_files_directory(nets: P
     assert shapes(rebuilt) == shapes(model) == {"fc.weight": (6, 3), "fc.bias": (6,)}
 
 
-def test_import_record_prefers_the_current_directory(nets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_import_record_prefers_the_file_directory_then_the_current_one(
+    nets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     local = tmp_path / "local"
     local.mkdir()
     (local / "nets.py").write_text("from torch import nn\n\ndef make(width=4):\n    return nn.Linear(2, 2)\n")
     monkeypatch.chdir(local)
-    rebuilt = ArchRecord("import", "nets.py:make", {}).build(trust_code=True, base_dir=nets)
+    assert not isinstance(ArchRecord("import", "nets.py:make", {}).build(trust_code=True, base_dir=nets), torch.nn.Linear)
+    rebuilt = ArchRecord("import", "nets.py:make", {}).build(trust_code=True, base_dir=tmp_path / "elsewhere")
     assert isinstance(rebuilt, torch.nn.Linear)
+
+
+def test_relative_to_moves_a_file_reference_from_the_config_to_the_compressed_file(tmp_path: Path) -> None:
+    record = ArchRecord("import", "nets/my.py:build", {"width": 2})
+    moved = record.relative_to(tmp_path / "configs", tmp_path / "out" / "run1")
+    assert moved.name == "../../configs/nets/my.py:build" and moved.kwargs == {"width": 2}
+    assert ArchRecord("import", "pkg.mod:build", {}).relative_to(tmp_path, tmp_path / "x").name == "pkg.mod:build"
 
 
 def test_import_record_needs_trust(nets: Path) -> None:

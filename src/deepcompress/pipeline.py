@@ -526,7 +526,8 @@ def compress_config(
     functions = {key: resolve_callable(getattr(cfg, key), base_dir, key) if getattr(cfg, key) else None
                  for key in ("loss", "metric", "train_step")}
     return compress(model, cfg, out=out, train=train, test=test, loss_fn=functions["loss"], metric=functions["metric"],
-                    train_step=functions["train_step"], dataset=cfg.dataset, arch=record.to_dict(), progress=progress, log=log)
+                    train_step=functions["train_step"], dataset=cfg.dataset,
+                    arch=record.relative_to(base_dir or Path.cwd(), Path(out).parent).to_dict(), progress=progress, log=log)
 
 
 def write_report(result: PipelineResult, out: Path) -> Path:

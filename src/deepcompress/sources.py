@@ -19,11 +19,12 @@ file; an import record runs the user's code and therefore needs ``trust_code=Tru
 from __future__ import annotations
 
 import hashlib
+import os
 import importlib
 import importlib.util
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Mapping, Sequence
@@ -94,8 +95,9 @@ class ArchRecord:
 
         Built-in, torchvision and Hugging Face records run no code named by the record (a Hugging Face
         model is rebuilt from its config alone, no files needed). An import record runs the user's code,
-        so it is refused unless ``trust_code`` is true; a relative file path in it is looked up in the
-        current directory, then in ``base_dir`` (the compressed file's directory).
+        so it is refused unless ``trust_code`` is true; a relative file path in it is looked up in
+        ``base_dir`` (the compressed file's directory, which :meth:`relative_to` makes it relative to),
+        then in the current directory.
         """
         if self.source == "import":
             if not trust_code:
@@ -103,7 +105,7 @@ class ArchRecord:
                     f"the file's architecture record names import reference {self.name!r}; running it needs "
                     "trust_code=True (CLI --trust-code), or pass the module: deepcompress.load(path, model=my_module)"
                 )
-            dirs = [Path.cwd()] + ([Path(base_dir)] if base_dir is not None else [])
+            dirs = ([Path(base_dir)] if base_dir is not None else []) + [Path.cwd()]
             return _build_import(self.name, self.kwargs, dirs)
         if self.source == "hf":
             assert self.config is not None  # checked in __post_init__
@@ -111,6 +113,19 @@ class ArchRecord:
         if self.source == "torchvision":
             return _build_torchvision(self.name, self.kwargs)
         return _build_builtin(self.name, self.kwargs)
+
+
+    def relative_to(self, source_dir: Path, file_dir: Path) -> "ArchRecord":
+        """This record with a file path that was relative to ``source_dir`` (a config's directory) made
+        relative to ``file_dir`` (the compressed file's), so the record finds the model file from
+        wherever the pair is read; other records are returned unchanged."""
+        if self.source != "import":
+            return self
+        target, attr = _split_import(self.name)
+        if not _is_file(target) or Path(target).is_absolute():
+            return self
+        moved = os.path.relpath((Path(source_dir) / target).resolve(), Path(file_dir).resolve())
+        return replace(self, name=f"{Path(moved).as_posix()}:{attr}")
 
 
 def parse_model_ref(ref: str, kwargs: Mapping[str, Any] | None = None, base_dir: Path | None = None) -> ArchRecord:
