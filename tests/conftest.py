@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+
+from deepcompress import models
 
 
 @pytest.fixture(autouse=True)
@@ -77,3 +80,12 @@ def agreement(m: nn.Module) -> float:
     """Share of inputs where ``m`` predicts what the unpruned network predicts (an accuracy in [0, 1])."""
     with torch.no_grad():
         return float((m(_X).argmax(1) == _TARGET).float().mean())
+
+
+@pytest.fixture
+def registry() -> Iterator[dict[str, Any]]:
+    """The model registry, restored in place afterwards (other modules hold the same dict)."""
+    saved = dict(models.MODELS)
+    yield models.MODELS
+    models.MODELS.clear()
+    models.MODELS.update(saved)

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
 
-from deepcompress import models
 from deepcompress.errors import ConfigError
 from deepcompress.models import build_model, count_parameters, register_model
 
@@ -30,15 +29,6 @@ def test_big_models_have_imagenet_parameter_counts() -> None:
 def test_unknown_model_lists_known_names() -> None:
     with pytest.raises(ConfigError, match=r"unknown model 'resnet'; expected one of \['alexnet', 'lenet300', 'lenet5', 'vgg16'\]"):
         build_model("resnet")
-
-
-@pytest.fixture
-def registry() -> Iterator[dict[str, Any]]:
-    """The model registry, restored in place afterwards (other modules hold the same dict)."""
-    saved = dict(models.MODELS)
-    yield models.MODELS
-    models.MODELS.clear()
-    models.MODELS.update(saved)
 
 
 def test_register_model_makes_a_name_buildable(registry: dict[str, Any]) -> None:

@@ -218,7 +218,7 @@ def test_tiny_bert_round_trips_with_its_architecture_record(tmp_path: Path) -> N
 
 def test_torchvision_resnet18_round_trips_where_torchvision_imports(tmp_path: Path) -> None:
     try:
-        import torchvision  # noqa: F401
+        import torchvision  # noqa: F401  (only whether it imports)
     except Exception as exc:  # PyPI's torchvision wheels are CUDA builds that fail against this CPU torch
         pytest.skip(f"torchvision does not import here ({type(exc).__name__}: {str(exc).splitlines()[0]})")
     from deepcompress.sources import build_model_ref

@@ -4,7 +4,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -215,15 +215,6 @@ def test_record_for_builtin_models() -> None:
 
 
 # --- registered models -----------------------------------------------------------------------------
-
-@pytest.fixture
-def registry() -> Iterator[dict[str, Any]]:
-    """The model registry, restored in place afterwards (other modules hold the same dict)."""
-    saved = dict(models.MODELS)
-    yield models.MODELS
-    models.MODELS.clear()
-    models.MODELS.update(saved)
-
 
 def test_registered_model_is_a_builtin_record(registry: dict[str, Any]) -> None:
     class Net(torch.nn.Module):
