@@ -20,7 +20,7 @@ import torch  # noqa: E402
 from deepcompress.perf import energy_estimate, whole_model_latency  # noqa: E402
 from deepcompress.perf.machine import machine_info  # noqa: E402
 from deepcompress.data import load_split  # noqa: E402
-from deepcompress.decode import to_dense_module  # noqa: E402
+from deepcompress.runtime.dense import to_dense_module  # noqa: E402
 from deepcompress.format import load_compressed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

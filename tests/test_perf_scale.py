@@ -13,7 +13,7 @@ from torch import nn
 
 from deepcompress.perf.scale import LIBRARY_PATH, PAPER_SETTINGS, run_scale_benchmark, trained_like_
 from deepcompress.compressed import CompressedLayer, CompressedModel
-from deepcompress.decode import empty_model, to_dense_module
+from deepcompress.runtime.dense import empty_model, to_dense_module
 from deepcompress.errors import CheckpointError, ConfigError
 from deepcompress.format import from_bytes, load_compressed, to_bytes
 from deepcompress.prune import global_masks, masks, sparsity_mask

@@ -13,7 +13,8 @@ and deepcompress's own training checkpoints (``deepcompress.checkpoint``).
 
 from deepcompress.compressed import CompressedLayer, CompressedModel
 from deepcompress.config import EncodeConfig, PipelineConfig, load_config
-from deepcompress.decode import load, load_state_dict, to_dense_module
+from deepcompress.loading import load, load_state_dict
+from deepcompress.runtime.dense import to_dense_module
 from deepcompress.handlers import LayerHandler, register_handler
 from deepcompress.errors import CheckpointError, ConfigError, DataError, DeepCompressError, FormatError
 from deepcompress.format import from_bytes, inspect_file, load_compressed, save, to_bytes

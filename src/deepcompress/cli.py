@@ -108,7 +108,7 @@ def load_any_model(path: str, runtime: str = "dense", trust_code: bool = False) 
 
     if path.endswith(".safetensors"):
         return load_checkpoint(path, trust_code=trust_code)
-    from deepcompress.decode import load_with_metadata
+    from deepcompress.loading import load_with_metadata
 
     return load_with_metadata(path, runtime=runtime, trust_code=trust_code)
 
@@ -151,7 +151,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 def cmd_decompress(args: argparse.Namespace) -> int:
     from deepcompress.checkpoint import save_checkpoint
-    from deepcompress.decode import to_dense_module
+    from deepcompress.runtime.dense import to_dense_module
     from deepcompress.format import load_compressed
 
     compressed = load_compressed(args.file)

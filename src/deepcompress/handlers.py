@@ -102,7 +102,7 @@ def _sparse_hf_conv1d(layer: CompressedLayer, module: nn.Module, options: dict[s
 
 def _sparse_conv2d(layer: CompressedLayer, module: nn.Module, options: dict[str, Any]) -> nn.Module | None:
     from deepcompress.runtime.layers import SparseCodebookConv2d
-    from deepcompress.runtime.model import ConvMode
+    from deepcompress.runtime.sparse import ConvMode
 
     plain = module.groups == 1 and module.padding_mode == "zeros" and not isinstance(module.padding, str)
     if options["conv_mode"] is not ConvMode.SPARSE or not plain:

@@ -31,7 +31,7 @@ from torch.nn.utils import parametrize
 
 from deepcompress.coding import best_index_bits
 from deepcompress.config import PipelineConfig
-from deepcompress.decode import to_dense_module
+from deepcompress.runtime.dense import to_dense_module
 from deepcompress.errors import ConfigError
 from deepcompress.format import load_compressed, save, spec
 from deepcompress.format.inspect import inspect_file

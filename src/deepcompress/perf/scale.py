@@ -4,7 +4,7 @@
 path on the dense model -- :func:`~deepcompress.prune.prune_` to the paper's kept fraction per layer,
 :func:`~deepcompress.quantize.quantize_` (1-D k-means, conv 8 bits, fc 5 bits),
 :func:`~deepcompress.quantize.export_compressed`, :func:`~deepcompress.format.save`, then
-:func:`~deepcompress.format.load_compressed` and :func:`~deepcompress.decode.to_dense_module` -- and
+:func:`~deepcompress.format.load_compressed` and :func:`~deepcompress.runtime.dense.to_dense_module` -- and
 reports wall time and peak resident memory per stage and the per-layer table of the written file.
 Nothing here prunes, clusters or packages a layer by itself: what is measured is what a user gets.
 
@@ -39,7 +39,7 @@ from torch import nn
 from deepcompress.malloc import pin_mmap_threshold
 from deepcompress.perf.machine import machine_info
 from deepcompress.compressed import CompressedModel
-from deepcompress.decode import to_dense_module
+from deepcompress.runtime.dense import to_dense_module
 from deepcompress.errors import ConfigError
 from deepcompress.format import inspect_file, load_compressed, save
 from deepcompress.models import build_model
@@ -104,7 +104,7 @@ def trained_like_(model: nn.Module, seed: int = 0) -> nn.Module:
 def _built(name: str, device: str) -> nn.Module:
     """The architecture built eagerly on ``device``, as one loads a checkpoint into it.
 
-    Not :func:`~deepcompress.decode.empty_model`: materialising meta tensors makes torch import sympy
+    Not :func:`~deepcompress.runtime.dense.empty_model`: materialising meta tensors makes torch import sympy
     (about 36 MB resident), which a process that only compresses would not pay.
     """
     with torch.device(device):

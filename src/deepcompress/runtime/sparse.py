@@ -1,6 +1,7 @@
-"""Load a :class:`CompressedModel` for inference with the sparse codebook layers.
+"""Build a module that runs a :class:`CompressedModel` from its compressed form (the counterpart of
+:mod:`deepcompress.runtime.dense`).
 
-The module is the caller's, or the file's architecture (:func:`deepcompress.decode.build_architecture`).
+The module is the caller's, or the file's architecture (:func:`deepcompress.runtime.dense.build_architecture`).
 The uncompressed tensors (``extras``: uncompressed layers, normalisation statistics) are loaded
 strictly first; then every compressed layer is swapped, by qualified name, for the sparse module its
 handler builds (:mod:`deepcompress.handlers`: Linear, Hugging Face Conv1D, Embedding, and by choice
@@ -19,6 +20,7 @@ from deepcompress.choices import Choice
 from deepcompress.compressed import CompressedLayer, CompressedModel
 from deepcompress.errors import CheckpointError
 from deepcompress.handlers import handler_for
+from deepcompress.runtime.dense import build_architecture
 from deepcompress.runtime.dispatch import Backend
 
 
@@ -90,8 +92,6 @@ def to_sparse_module(
         raise TypeError(f"expected a CompressedModel, got {type(cm).__name__}")
     options = {"conv_mode": ConvMode.parse(conv_mode, "conv_mode"), "backend": Backend.parse(backend, "backend")}
     if model is None:
-        from deepcompress.decode import build_architecture
-
         model = build_architecture(cm, trust_code=trust_code, base_dir=base_dir)
     modules = dict(model.named_modules())
     for layer in cm.layers:
