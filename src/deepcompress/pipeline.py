@@ -144,7 +144,11 @@ class Runner:
         return self.results
 
     def record(self, model: nn.Module, name: str, seconds: float, details: dict[str, Any]) -> None:
-        score = self.score(model) if self.score is not None else None
+        """Score the model after stage ``name`` (a stage that measured it already passes ``details["score"]``)."""
+        if "score" in details:
+            score = details.pop("score")
+        else:
+            score = self.score(model) if self.score is not None else None
         self.results.append(StageResult(name, score, seconds, details))
         shown = "not scored (no test data)" if score is None else f"test score {100 * score:.2f}%"
         self.log(f"[{name}] {shown}, {seconds:.0f} s")
@@ -233,19 +237,18 @@ def compress(
     runner = Runner(state, score, log)
     reference = {n: m.weight.detach().cpu().clone() for n, m in select_layers(model, config.quantize.types,
                  config.quantize.patterns, config.quantize.ignore)} if score is None else None
-    stages = _stages(config, task, runner)
-    runner.run(model, stages)
-    if score is None:
-        runner.results[-1].details["weight_error"] = weight_errors(model, reference or {})
-    start = time.perf_counter()
-    reference_score = runner.results[0].accuracy
-    report, file_score = write_verified(model, config, out, reference_score, score, dataset=dataset, arch=arch)
-    runner.results.append(StageResult("file", file_score, time.perf_counter() - start,
-                                      {"file_bytes": report["file_bytes"], "ratio": report["ratio"]}))
-    shown = "" if file_score is None else f", test score {100 * file_score:.2f}%"
-    log(f"[file] {out}: {report['file_bytes']} bytes, {report['ratio']:.1f}x smaller than dense{shown}")
+    written: dict[str, Any] = {}
+
+    def write(model: nn.Module) -> dict[str, Any]:
+        report, file_score = write_verified(model, config, out, runner.results[0].accuracy, score, dataset=dataset, arch=arch)
+        written["report"] = report
+        log(f"[file] {out}: {report['file_bytes']} bytes, {report['ratio']:.1f}x smaller than dense")
+        details = {"score": file_score, "file_bytes": report["file_bytes"], "ratio": report["ratio"]}
+        return details if reference is None else {**details, "weight_error": weight_errors(model, reference)}
+
+    runner.run(model, _stages(config, task, runner) + [Stage("file", write, checkpoint=False)])
     state.finish()
-    return PipelineResult(runner.results, report, config.to_dict())
+    return PipelineResult(runner.results, written["report"], config.to_dict())
 
 
 def _stages(cfg: PipelineConfig, task: Task, runner: Runner) -> list[Stage]:
