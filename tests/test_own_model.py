@@ -233,3 +233,15 @@ def test_torchvision_resnet18_round_trips_where_torchvision_imports(tmp_path: Pa
     images = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(dc.load(out)(images), model.eval()(images))
+
+
+def test_automatic_pruning_scans_only_the_configured_fractions(net_module, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = net_module["build"]()
+    train, test = net_module["loaders"]()
+    auto = dc.PruneConfig(method="auto", scan_fractions=[0.5], rounds=1, epochs_per_round=1, budget=0.5, tolerance=0.5)
+    result = dc.compress(model, tiny_config(prune=auto, validation_images=32), out=tmp_path / "a.dcz", train=train,
+                         test=test, progress=False, log=lambda _: None)
+    targets = result.stages[1].details["rounds"][0]["plan"]["targets"]
+    assert set(targets) == {"conv", "grouped", "conv1d", "embed", "head"}
+    assert set(targets.values()) <= {0.0, 0.5} and 0.5 in targets.values()

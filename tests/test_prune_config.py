@@ -82,5 +82,14 @@ def test_from_dict_names_unknown_keys() -> None:
     assert str(info.value) == (
         "prune: unknown keys ['alpha', 'bogus']; allowed keys are ['method', 'quality', 'sparsity', 'types', "
         "'patterns', 'ignore', 'bias', 'rounds', 'epochs_per_round', 'lr_factor', 'weight_decay', 'adjust_dropout', "
-        "'ramp', 'budget', 'tolerance', 'max_sparsity']"
+        "'ramp', 'budget', 'tolerance', 'max_sparsity', 'scan_fractions']"
     )
+
+
+def test_scan_fractions_are_a_sorted_grid_of_fractions() -> None:
+    assert PruneConfig(method="auto", scan_fractions=[0.9, 0.5, 0.9]).scan_fractions == (0.5, 0.9)
+    assert PruneConfig.from_dict(PruneConfig(scan_fractions=(0.5,)).to_dict()).scan_fractions == (0.5,)
+    with pytest.raises(ConfigError, match=r"prune.scan_fractions: expected a number in \[0, 1\), got 1.0"):
+        PruneConfig(scan_fractions=[0.5, 1.0])
+    with pytest.raises(ConfigError, match=r"prune.scan_fractions: expected a non-empty list of fractions in \[0, 1\), got \[\]"):
+        PruneConfig(scan_fractions=[])

@@ -35,7 +35,7 @@ from deepcompress.runtime.dense import to_dense_module
 from deepcompress.errors import ConfigError
 from deepcompress.format import load_compressed, save, spec
 from deepcompress.format.inspect import inspect_file
-from deepcompress.prune import PruneMethod, SensitivityPlanner, keep_pruned_zero, set_masks_, sparsity_report
+from deepcompress.prune import AUTO_FRACTIONS, PruneMethod, SensitivityPlanner, keep_pruned_zero, set_masks_, sparsity_report
 from deepcompress.prune.schedule import finish_round_, prune_round_
 from deepcompress.prune.apply import MASK
 from deepcompress.quantize import (
@@ -291,7 +291,7 @@ def _prune(model: nn.Module, cfg: PipelineConfig, task: Task, runner: Runner) ->
     if prune_cfg.method is PruneMethod.AUTO:
         assert task.validate is not None
         reference = runner.once("reference_validation", lambda: task.validate(model))
-        plan = SensitivityPlanner(prune_cfg, task.validate, reference)
+        plan = SensitivityPlanner(prune_cfg, task.validate, reference, prune_cfg.scan_fractions or AUTO_FRACTIONS)
     progress = runner.state.get("prune", {})
     history: list[dict[str, Any]] = progress.get("history", [])
     pending: dict[str, Any] | None = progress.get("pending")
