@@ -20,7 +20,7 @@ from deepcompress.data import load_split
 from deepcompress.errors import ConfigError
 from deepcompress.format import load_compressed
 from deepcompress.models import build_model
-from deepcompress.pipeline import compress_config
+from deepcompress.pipeline import compress_config, write_report
 from deepcompress.resume import state_dir_for
 from deepcompress.train import TrainConfig, fit
 
@@ -194,3 +194,20 @@ def test_automatic_sparsity_and_bits_are_chosen_on_held_out_training_images(work
     path.write_text(AUTO_CONFIG.format(validation=700))
     with pytest.raises(ConfigError, match="validation_images: 700 held out .* leaves no training images out of 700"):
         compress_config(load_config(path), workdir / "auto2.dcz", data_dir=str(idx_dir), progress=False, log=lambda _: None)
+
+
+def test_post_training_reapplies_a_runs_sparsity_and_bits_without_any_training(workdir: Path, idx_dir: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("post_training", Path(__file__).resolve().parents[1] / "experiments" / "post_training.py")
+    post_training = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(post_training)
+    out = workdir / "run.dcz"
+    write_report(compress_config(load_config(write_config(workdir, "run.toml")), out, data_dir=str(idx_dir),
+                                 progress=False, log=lambda _: None), out)
+    assert post_training.main(["run", "--results", str(workdir), "--configs", str(workdir), "--data-dir", str(idx_dir)]) == 0
+    again = json.loads((workdir / "run_posttraining.json").read_text())
+    assert [s["stage"] for s in again["stages"]] == ["reference", "prune", "quantize", "file"]
+    assert again["config"]["prune"]["epochs_per_round"] == 0 and again["config"]["quantize"]["epochs"] == 0
+    original, repeated = load_compressed(out), load_compressed(workdir / "run_posttraining.dcz")
+    assert [(l.name, l.nnz, l.weight_bits) for l in repeated.layers] == [(l.name, l.nnz, l.weight_bits) for l in original.layers]

@@ -163,16 +163,13 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> "PipelineConfig":
-        """Build from a parsed TOML mapping; a relative ``checkpoint`` is resolved against ``base_dir``
-        (the config file's directory), so a config works from any working directory; model, dataset
-        and function references resolve against it too (``base_dir``)."""
+        """Build from a parsed TOML mapping. Relative paths stay as written and resolve against
+        ``base_dir`` (the config file's directory) where they are used, so a config works from any
+        working directory and ``to_dict`` gives back what the file said."""
         reject_unknown("config", data, [f.name for f in fields(cls) if f.name != "base_dir"])
         if "model" not in data:
             raise ConfigError("config: missing required key 'model'")
         values = {k: v for k, v in data.items() if k not in ("train", "prune", "quantize", "encode")}
-        checkpoint = data.get("checkpoint")
-        if checkpoint is not None and base_dir is not None and not Path(str(checkpoint)).is_absolute():
-            values["checkpoint"] = str(base_dir / str(checkpoint))
         return cls(
             **values,
             train=TrainConfig.from_dict(data.get("train", {})),

@@ -519,8 +519,9 @@ def compress_config(
     base_dir = Path(cfg.base_dir) if cfg.base_dir else None
     model, record = build_model_ref(cfg.model, cfg.model_args, base_dir)
     if cfg.checkpoint:
-        tensors, _ = read_state_dict(cfg.checkpoint, strip_prefix=cfg.strip_prefix, rename=cfg.rename)
-        load_state_into(model, tensors, cfg.checkpoint)
+        checkpoint = (base_dir or Path.cwd()) / cfg.checkpoint
+        tensors, _ = read_state_dict(checkpoint, strip_prefix=cfg.strip_prefix, rename=cfg.rename)
+        load_state_into(model, tensors, str(checkpoint))
     train = test = None
     if cfg.dataset is not None:
         train, test = resolve_dataset(cfg.dataset, data_dir=data_dir, base_dir=base_dir, image_size=cfg.image_size,
