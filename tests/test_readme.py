@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,12 @@ def test_readme_benchmark_section_is_the_recorded_results(capsys: pytest.Capture
 
     runpy.run_path(str(ROOT / "benchmarks" / "summarize.py"), run_name="__main__")
     assert capsys.readouterr().out.strip() in (ROOT / "README.md").read_text()
+
+
+def test_readme_networks_table_is_the_committed_reports() -> None:
+    """The README's table of every network is what experiments/summarize.py renders from the reports."""
+    result = subprocess.run([sys.executable, str(ROOT / "experiments" / "summarize.py"), "--readme"],
+                            capture_output=True, text=True, check=True)
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("<!-- networks table: python experiments/summarize.py --readme -->\n")[1].split("\n<!-- end networks table -->")[0]
+    assert table == result.stdout.strip()
