@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 from dataclasses import replace
@@ -55,7 +54,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from deepcompress.pipeline import Runner
     from deepcompress.resume import RunState
     from deepcompress.sources import build_model_ref
-    from deepcompress.train import TrainConfig, Trainer, evaluate
+    from deepcompress.perf.machine import cpu_model
+    from deepcompress.train import TrainConfig, Trainer, evaluate, pick_device
 
     model, record = build_model_ref(args.model, parse_json_object(args.model_args, "--model-args"), Path.cwd())
     cfg = TrainConfig(
@@ -78,10 +78,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     seconds = state.get("train", {}).get("seconds", 0.0)
     result = evaluate(model, test, device=args.device)
     metadata = {
-        "model": args.model, "arch": record.to_dict(), "dataset": args.dataset, "seed": args.seed, "train": cfg.to_dict(),
+        "model": args.model, "arch": record.relative_to(Path.cwd(), out.parent).to_dict(), "dataset": args.dataset, "seed": args.seed, "train": cfg.to_dict(),
         "image_size": args.image_size, "channels": args.channels,
         "test_accuracy": result["accuracy"], "test_error": result["error"], "train_seconds": round(seconds, 1),
-        "machine": platform.processor() or platform.machine(), "command": "deepcompress " + shlex.join(sys.argv[1:]),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "device": str(pick_device(args.device))},
+        "command": "deepcompress " + shlex.join(sys.argv[1:]),
     }
     save_checkpoint(model.cpu(), out, metadata)
     state.finish()
