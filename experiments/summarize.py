@@ -272,30 +272,44 @@ def own_networks() -> list[str]:
         "",
         ("Each model is a user's model file under `examples/` (torchvision's architecture, names and initialisation), "
          "trained here on the first 58,000 Fashion-MNIST training images replicated to 3 channels at 28 px; the last "
-         "2,000 are held out for the automatic choices (sparsity planned every round from a sensitivity scan, bits "
-         "from a bits scan). Dense size counts every tensor the file replaces (weights, biases, BatchNorm parameters "
-         "and statistics). `post-training` re-applies the retrained run's final per-layer sparsity and bits with no "
-         "retraining and no fine-tuning (`python experiments/post_training.py NAME`)."),
+         "2,000 are held out for the automatic choices (`auto` sparsity: planned every round from a sensitivity scan "
+         "under the tolerance; bits: from a bits scan). `global`: one magnitude threshold across all layers, hand-set "
+         "(the config says why). Dense size counts every tensor the file replaces (weights, biases, BatchNorm "
+         "parameters and statistics). `post-training` re-applies the retrained run's final per-layer sparsity and "
+         "bits with no retraining and no fine-tuning (`python experiments/post_training.py NAME`)."),
         "",
-        "| network | run | reference accuracy | compressed accuracy | change (points) | dense -> file | ratio | floor / target | wall time |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| network | run | pruning | reference accuracy | compressed accuracy | change (points) | dense -> file | ratio | floor / target | wall time |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, (what, floor, target, bound) in OWN_NETWORKS.items():
-        for variant, suffix in (("retrained", ""), ("post-training", "_posttraining")):
+        for variant, suffix in (("retrained", ""), ("retrained", "_s98"), ("post-training", "_posttraining")):
             row = run_row(name + suffix)
             if row is None:
-                lines.append(f"| {what} | {variant} | not run | | | | | | |")
+                if suffix != "_s98":
+                    lines.append(f"| {what} | {variant} | | not run | | | | | | |")
                 continue
             change = 100 * (row["file"] - row["reference"])
             verdict = "within" if change >= -bound else "outside"
             lines.append(
-                f"| {what} | {variant} | {100 * row['reference']:.2f}% | {100 * row['file']:.2f}% | {change:+.2f} "
+                f"| {what} | {variant} (`{name + suffix}`) | {pruning(row['config']['prune'])} | {100 * row['reference']:.2f}% | "
+                f"{100 * row['file']:.2f}% | {change:+.2f} "
                 f"({verdict} the {bound:g}-point bound) | {row['report']['dense_bytes']:,} B -> {row['report']['file_bytes']:,} B | "
                 f"{row['report']['ratio']:.1f}x | {floor}x / {target}x | {row['seconds'] / 60:.0f} min |"
             )
     for name in OWN_NETWORKS:
         lines += layer_table(name)
     return lines
+
+
+def pruning(prune: dict) -> str:
+    """How a run chose its sparsity, in a few words."""
+    if prune["method"] == "auto":
+        return f"auto, tolerance {100 * prune['tolerance']:g} points, {prune['rounds']} rounds"
+    if prune["method"] == "global":
+        return f"global {100 * prune['sparsity']:g}%, {prune['rounds']} rounds"
+    if prune["epochs_per_round"] == 0:
+        return "the retrained run's, in one shot"
+    return f"{prune['method']}, {prune['rounds']} rounds"
 
 
 def layer_table(name: str) -> list[str]:

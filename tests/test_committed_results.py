@@ -1,4 +1,4 @@
-"""The committed compressed LeNets decode to the networks they were written from.
+"""The committed compressed networks decode to the networks they were written from.
 
 At write time the pipeline measured the quantized model's test accuracy in memory and stored it in the
 file's metadata; decoding the committed file must reproduce that accuracy exactly on the full MNIST
@@ -7,6 +7,7 @@ test set, with no more distinct weight values per layer than its codebook holds.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -33,3 +34,22 @@ def test_committed_file_reproduces_its_recorded_accuracy(name: str, paper_error:
         assert np.count_nonzero(weight) == layer.nnz
         assert len(np.unique(weight[weight != 0])) <= 2**layer.weight_bits
     assert dc.inspect_file(path)["ratio"] >= 100
+
+
+@pytest.mark.parametrize("name", ["resnet18_fashion", "mobilenet_v3_small_fashion"])
+def test_committed_user_network_reproduces_its_recorded_accuracy(name: str) -> None:
+    """A user's network (a model file under examples/, which the file's record names relative to itself)."""
+    from deepcompress.datasets import resolve_dataset
+
+    path = RESULTS / f"{name}.dcz"
+    compressed = dc.load_compressed(path)
+    model = dc.load(path, trust_code=True)
+    _, test = resolve_dataset("fashion", channels=3)
+    result = dc.evaluate(model, test)
+    assert result["n"] == 10_000
+    # Exact on the machine that wrote it; oneDNN picks its convolution kernels by CPU, and a different
+    # summation order can flip a borderline image on another machine type: at most 2 of 10,000 here.
+    assert abs(result["accuracy"] - compressed.metadata["test_accuracy"]) <= 2e-4
+    report = json.loads(path.with_suffix(".json").read_text())
+    assert report["report"]["file_bytes"] == path.stat().st_size
+    assert dc.inspect_file(path)["ratio"] == pytest.approx(report["report"]["ratio"])
