@@ -327,7 +327,7 @@ def layer_table(name: str) -> list[str]:
         "",
         f"### {name}: per layer (`deepcompress inspect experiments/results/{name}.dcz`)",
         "",
-        (f"Pruned hardest by the automatic planner: {hardest}. Where the {file_bytes:,} file bytes go: {heaviest}; "
+        (f"Pruned hardest ({pruning(row['config']['prune'])}): {hardest}. Where the {file_bytes:,} file bytes go: {heaviest}; "
          f"uncompressed tensors (BatchNorm, biases) {100 * report['extras_bytes'] / file_bytes:.0f}%, header "
          f"{100 * report['header_bytes'] / file_bytes:.0f}%."),
         "",
