@@ -245,3 +245,22 @@ def test_automatic_pruning_scans_only_the_configured_fractions(net_module, tmp_p
     targets = result.stages[1].details["rounds"][0]["plan"]["targets"]
     assert set(targets) == {"conv", "grouped", "conv1d", "embed", "head"}
     assert set(targets.values()) <= {0.0, 0.5} and 0.5 in targets.values()
+
+
+def test_float16_extras_halve_the_batchnorm_bytes_and_the_file_scores_what_it_decodes_to(net_module, tmp_path: Path) -> None:
+    train, test = net_module["loaders"]()
+    sizes = {}
+    for dtype in ("float32", "float16"):
+        torch.manual_seed(0)
+        model = net_module["build"]()
+        config = tiny_config(encode=dc.EncodeConfig(extras_dtype=dtype))
+        result = dc.compress(model, config, out=tmp_path / f"{dtype}.dcz", train=train, test=test, progress=False,
+                             log=lambda _: None)
+        extras = {e["name"]: e for e in result.report["extras"]}
+        sizes[dtype] = sum(e["bytes"] for e in extras.values())
+        assert extras["bn.running_var"]["dtype"] == ("f2" if dtype == "float16" else "f4")
+        assert extras["bn.num_batches_tracked"]["dtype"] == "i8"
+        with torch.no_grad():
+            expected = model.eval()(test[0])
+            assert torch.equal(dc.load(tmp_path / f"{dtype}.dcz", model=net_module["build"]())(test[0]), expected)
+    assert sizes["float16"] < sizes["float32"]

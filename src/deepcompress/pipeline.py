@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from deepcompress.coding import best_index_bits
+from deepcompress.compressed import CompressedModel
 from deepcompress.config import PipelineConfig
 from deepcompress.runtime.dense import to_dense_module
 from deepcompress.errors import ConfigError
@@ -401,9 +402,8 @@ def write_verified(
     model.cpu().eval()
     if cfg.encode.value_dtype == "float16":
         round_values_to_half_(model)
-    file_score = score(model) if score is not None else None
     # Only what a user of the file needs travels in it; the full config and history go to the report.
-    metadata: dict[str, Any] = {"reference_accuracy": reference_score, "test_accuracy": file_score}
+    metadata: dict[str, Any] = {"reference_accuracy": reference_score}
     if dataset is not None:
         metadata["dataset"] = dataset
         from deepcompress.data import NORMALIZATION
@@ -416,6 +416,10 @@ def write_verified(
     name = arch["name"] if arch is not None and arch.get("source") == "builtin" else type(model).__name__
     compressed = export_compressed(model, name, index_bits=choose_index_bits(cfg.encode.index_bits), metadata=metadata,
                                    arch=None if arch is None or builtin else arch)
+    if cfg.encode.extras_dtype == "float16":
+        round_extras_to_half_(model, compressed)
+    file_score = score(model) if score is not None else None
+    compressed.metadata["test_accuracy"] = file_score
     for layer in compressed.layers:
         layer.bias_dtype = cfg.encode.value_dtype if layer.bias is not None else "float32"
         if cfg.encode.index_bits == "auto":
@@ -472,6 +476,18 @@ def round_values_to_half_(model: nn.Module) -> nn.Module:
         if isinstance(bias, torch.Tensor) and bias.dtype == torch.float32:
             bias.copy_(bias.half().float())
     return model
+
+
+@torch.no_grad()
+def round_extras_to_half_(model: nn.Module, compressed: CompressedModel) -> None:
+    """Store every float32 tensor of ``compressed.extras`` as float16 and round the model's copy the same
+    way, so the file holds half the bytes for them and the model scores what the file decodes to."""
+    state = model.state_dict()
+    for key, array in compressed.extras.items():
+        if array.dtype == np.float32:
+            half = array.astype(np.float16)
+            state[key].copy_(torch.from_numpy(half.astype(np.float32)))
+            compressed.extras[key] = half
 
 
 def restore_pruned(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
