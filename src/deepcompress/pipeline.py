@@ -402,24 +402,14 @@ def write_verified(
     model.cpu().eval()
     if cfg.encode.value_dtype == "float16":
         round_values_to_half_(model)
-    # Only what a user of the file needs travels in it; the full config and history go to the report.
-    metadata: dict[str, Any] = {"reference_accuracy": reference_score}
-    if dataset is not None:
-        metadata["dataset"] = dataset
-        from deepcompress.data import NORMALIZATION
-
-        if dataset in NORMALIZATION:
-            metadata["normalization"] = list(NORMALIZATION[dataset])
-    if cfg.checkpoint:
-        metadata["source"] = Path(cfg.checkpoint).name
     builtin = arch is not None and arch.get("source") == "builtin" and not arch.get("kwargs")
     name = arch["name"] if arch is not None and arch.get("source") == "builtin" else type(model).__name__
-    compressed = export_compressed(model, name, index_bits=choose_index_bits(cfg.encode.index_bits), metadata=metadata,
+    compressed = export_compressed(model, name, index_bits=choose_index_bits(cfg.encode.index_bits),
                                    arch=None if arch is None or builtin else arch)
     if cfg.encode.extras_dtype == "float16":
         round_extras_to_half_(model, compressed)
     file_score = score(model) if score is not None else None
-    compressed.metadata["test_accuracy"] = file_score
+    compressed.metadata = file_metadata(dataset, reference_score, file_score, cfg.checkpoint)
     for layer in compressed.layers:
         layer.bias_dtype = cfg.encode.value_dtype if layer.bias is not None else "float32"
         if cfg.encode.index_bits == "auto":
@@ -476,6 +466,23 @@ def round_values_to_half_(model: nn.Module) -> nn.Module:
         if isinstance(bias, torch.Tensor) and bias.dtype == torch.float32:
             bias.copy_(bias.half().float())
     return model
+
+
+def file_metadata(dataset: str | None, reference_score: float | None, file_score: float | None,
+                  checkpoint: str | None) -> dict[str, Any]:
+    """What a user of the file needs (the full config and history go to the report), in the order
+    earlier files hold it, so the same run writes the same bytes."""
+    metadata: dict[str, Any] = {}
+    if dataset is not None:
+        from deepcompress.data import NORMALIZATION
+
+        metadata["dataset"] = dataset
+        if dataset in NORMALIZATION:
+            metadata["normalization"] = list(NORMALIZATION[dataset])
+    metadata.update(reference_accuracy=reference_score, test_accuracy=file_score)
+    if checkpoint:
+        metadata["source"] = Path(checkpoint).name
+    return metadata
 
 
 @torch.no_grad()
