@@ -230,7 +230,7 @@ OWN_NETWORKS = {  # name -> (what it is, floor and target ratio, accuracy bound 
     "resnet18_fashion": ("ResNet-18 (torchvision's architecture) / Fashion-MNIST", 50, 150, 0.3),
     "mobilenet_v3_small_fashion": ("MobileNetV3-Small (torchvision's architecture) / Fashion-MNIST", 10, 25, 0.5),
 }
-README_NETWORKS = ("lenet300_mnist", "lenet5_mnist", *OWN_NETWORKS)
+README_NETWORKS = ("lenet300_mnist", "lenet5_mnist", "resnet18_fashion", "resnet18_fashion_s98", "mobilenet_v3_small_fashion")
 
 
 def run_row(name: str) -> dict | None:
@@ -296,7 +296,7 @@ def own_networks() -> list[str]:
                 f"({verdict} the {bound:g}-point bound) | {row['report']['dense_bytes']:,} B -> {row['report']['file_bytes']:,} B | "
                 f"{row['report']['ratio']:.1f}x | {floor}x / {target}x | {row['seconds'] / 60:.0f} min |"
             )
-    for name in OWN_NETWORKS:
+    for name in (*OWN_NETWORKS, "resnet18_fashion_s98"):
         lines += layer_table(name)
     return lines
 

@@ -36,7 +36,7 @@ def test_committed_file_reproduces_its_recorded_accuracy(name: str, paper_error:
     assert dc.inspect_file(path)["ratio"] >= 100
 
 
-@pytest.mark.parametrize("name", ["resnet18_fashion", "mobilenet_v3_small_fashion"])
+@pytest.mark.parametrize("name", ["resnet18_fashion", "resnet18_fashion_s98", "mobilenet_v3_small_fashion"])
 def test_committed_user_network_reproduces_its_recorded_accuracy(name: str) -> None:
     """A user's network (a model file under examples/, which the file's record names relative to itself)."""
     from deepcompress.datasets import resolve_dataset

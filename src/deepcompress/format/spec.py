@@ -72,7 +72,7 @@ SYMBOLS_PER_BYTE = 64
 """Decode budget: stream symbols (index plus codes, all layers) a file may declare per byte of its
 own size. A rANS or raw stream of one repeated symbol declares any count in 1-3 bytes, and decoding
 costs 16-28 bytes per symbol, so without this a 100-byte file could ask for 48 GB. Measured: the
-committed files declare at most 6.02 symbols per byte (ResNet-18 at 5% kept), the VGG-16 and AlexNet scale runs 1.76 and
+committed files declare at most 11.44 symbols per byte (ResNet-18 at 2% kept), the VGG-16 and AlexNet scale runs 1.76 and
 1.97; an unpruned layer with 1-bit codes 16; ``ibits`` 1 at 2% density (rANS) 50 (docs/SECURITY.md)."""
 MIN_SYMBOL_BUDGET = 2**22
 """Floor of the symbol budget (4,194,304 symbols, at most ~120 MB to decode): a file declaring no
