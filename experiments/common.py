@@ -27,7 +27,7 @@ from torch import nn
 from deepcompress.atomic import atomic_write_text
 from deepcompress.checkpoint import (
     load_checkpoint,
-    load_state_strict,
+    load_state_into,
     read_checkpoint,
     save_checkpoint,
 )
@@ -169,7 +169,7 @@ class Sweep:
                 if metadata.get("sweep_arguments") == self.arguments and metadata["model"] == model_name:
                     model = build_model(model_name)
                     set_masks_(model, {k.removesuffix(".weight_mask"): v for k, v in tensors.items() if k.endswith(".weight_mask")})
-                    load_state_strict(model, tensors, str(path))
+                    load_state_into(model, tensors, str(path))
                     print(f"reused {name} model from {path}", file=sys.stderr)
                     return model
                 print(f"{path} was made with other arguments; rebuilding it", file=sys.stderr)

@@ -75,10 +75,10 @@ def test_checkpoint_for_another_model_names_the_first_mismatch(tmp_path: Path) -
     with pytest.raises(CheckpointError, match="holds a 'lenet300' model, expected 'lenet5'"):
         load_checkpoint(path, expect_model="lenet5")
     tensors, _ = read_checkpoint(path)
-    from deepcompress.checkpoint import load_state_strict
+    from deepcompress.checkpoint import load_state_into
 
     with pytest.raises(CheckpointError, match=r"tensor 'fc1.weight' has shape \(300, 784\), LeNet5 expects \(500, 800\)"):
-        load_state_strict(build_model("lenet5"), {**tensors, "conv1.weight": torch.zeros(20, 1, 5, 5), "conv1.bias": torch.zeros(20), "conv2.weight": torch.zeros(50, 20, 5, 5), "conv2.bias": torch.zeros(50)}, "x")
+        load_state_into(build_model("lenet5"), {**tensors, "conv1.weight": torch.zeros(20, 1, 5, 5), "conv1.bias": torch.zeros(20), "conv2.weight": torch.zeros(50, 20, 5, 5), "conv2.bias": torch.zeros(50)}, "x")
 
 
 def test_not_a_checkpoint(tmp_path: Path) -> None:

@@ -56,3 +56,12 @@ def test_valid_values_come_back() -> None:
     assert check_int(16, "k", minimum=1, maximum=16) == 16
     assert check_number(1, "x", minimum=0, maximum=1) == 1.0 and isinstance(check_number(1, "x"), float)
     assert check_number(0, "x", minimum=0, maximum=1, open_max=True) == 0.0
+
+
+def test_check_patterns_takes_a_list_of_strings_and_names_the_setting() -> None:
+    from deepcompress.validate import check_patterns
+
+    assert check_patterns(["fc*", "conv1"], "ignore") == ("fc*", "conv1") and check_patterns([], "ignore") == ()
+    for bad in ("fc*", 3, ["fc", 1]):
+        with pytest.raises(ConfigError, match=r"^prune.ignore: expected a list of layer-name patterns, got "):
+            check_patterns(bad, "prune.ignore")

@@ -123,9 +123,6 @@ def load_state_into(model: nn.Module, tensors: Mapping[str, torch.Tensor], sourc
     model.load_state_dict({name: _cast(tensors[name], target, name, owner, source) for name, target in expected.items()}, strict=True)
 
 
-#: The earlier name of :func:`load_state_into`, still used by callers.
-load_state_strict = load_state_into
-
 
 def load_checkpoint(
     path: str | os.PathLike[str], expect_model: str | None = None, *, trust_code: bool = False

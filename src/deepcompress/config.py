@@ -22,7 +22,7 @@ from deepcompress.errors import ConfigError
 from deepcompress.prune import PruneConfig
 from deepcompress.quantize import QuantizeConfig
 from deepcompress.train import TrainConfig
-from deepcompress.validate import check_int, reject_unknown
+from deepcompress.validate import check_int, check_patterns, reject_unknown
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -129,11 +129,8 @@ class PipelineConfig:
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
         for key in ("targets", "ignore"):
-            value = getattr(self, key)
-            if value is not None:
-                if isinstance(value, str) or not all(isinstance(p, str) for p in value):
-                    raise ConfigError(f"{key}: expected a list of layer-name patterns, got {value!r}")
-                object.__setattr__(self, key, tuple(value))
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, check_patterns(getattr(self, key), key))
         for key in ("mean", "std"):
             if getattr(self, key) is not None:
                 object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))

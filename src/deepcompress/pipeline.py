@@ -88,7 +88,6 @@ class Task:
     """What the stages train and score with."""
 
     train: Data | None
-    validation: Data | None
     score: Score | None
     validate: Score | None
     dataset: str | None = None
@@ -218,15 +217,14 @@ def compress(
     if not os.access(out.parent, os.W_OK):
         raise PermissionError(f"cannot write {out}: directory {out.parent} is not writable")
     config = _narrow_selection(model, config, filter_fn)
-    if train is not None and uses_validation(config):
+    validation = None
+    if uses_validation(config):
+        if train is None:
+            raise ConfigError("automatic pruning or bits (method/bits 'auto') choose on held-out training data; pass train=...")
         train, validation = split_validation(train, config)
-    else:
-        validation = None
-    if uses_validation(config) and validation is None:
-        raise ConfigError("automatic pruning or bits (method/bits 'auto') choose on held-out training data; pass train=...")
     score = evaluate or _scorer(test, config.device, metric)
     validate = _scorer(validation, config.device, metric)
-    task = Task(train, validation, score, validate, dataset, loss_fn, train_step, progress)
+    task = Task(train, score, validate, dataset, loss_fn, train_step, progress)
     state = RunState(out, config.to_dict())
     if state.resumed:
         log(f"resuming from {state.dir}")

@@ -45,11 +45,12 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if handler_for(m) is not None]
 
 
-def tied_layers(model: nn.Module) -> dict[str, str]:
-    """``{module name: name of the first module holding the same weight}`` for every tied duplicate."""
+def tied_layers(model: nn.Module, layers: list[tuple[str, nn.Module]] | None = None) -> dict[str, str]:
+    """``{module name: name of the first module holding the same weight}`` for every tied duplicate
+    (``layers``: the model's :func:`weight_layers`, when the caller has them already)."""
     first: dict[int, str] = {}
     tied: dict[str, str] = {}
-    for name, module in weight_layers(model):
+    for name, module in weight_layers(model) if layers is None else layers:
         owner = first.setdefault(weight_identity(module), name)
         if owner != name:
             tied[name] = owner
@@ -93,7 +94,7 @@ def select_layers(
     for pattern in [*(patterns or ()), *ignore]:
         if not any(fnmatchcase(n, pattern) for n in names):
             raise ConfigError(f"layer pattern {pattern!r} matches no weight layer; weight layers are {names}")
-    tied = tied_layers(model)
+    tied = tied_layers(model, layers)
     chosen = [
         (n, m)
         for n, m in layers

@@ -22,6 +22,13 @@ def reject_unknown(section: str, data: Mapping[str, Any], allowed: Iterable[str]
         raise ConfigError(f"{section}: unknown keys {unknown}; allowed keys are {allowed}")
 
 
+def check_patterns(value: object, where: str) -> tuple[str, ...]:
+    """``value`` as a tuple of layer-name patterns (a list of strings, possibly empty)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
+        raise ConfigError(f"{where}: expected a list of layer-name patterns, got {value!r}")
+    return tuple(value)
+
+
 def check_int(
     value: object, where: str, *, minimum: int | None = None, maximum: int | None = None, expected: str | None = None
 ) -> int:

@@ -57,7 +57,7 @@ from typing import Any, Mapping, Union
 from deepcompress.choices import Choice
 from deepcompress.errors import ConfigError
 from deepcompress.selection import check_types
-from deepcompress.validate import check_int, check_number, reject_unknown
+from deepcompress.validate import check_int, check_number, check_patterns, reject_unknown
 
 Target = Union[float, Mapping[str, float]]
 
@@ -154,9 +154,7 @@ class PruneConfig:
                 f"got a mapping {dict(self.sparsity)}; use method 'sparsity' for per-layer targets"
             )
         set_(self, "types", check_types(self.types, "prune.types"))
-        if isinstance(self.ignore, str) or not all(isinstance(p, str) for p in self.ignore):
-            raise ConfigError(f"prune.ignore: expected a list of layer-name patterns, got {self.ignore!r}")
-        set_(self, "ignore", tuple(self.ignore))
+        set_(self, "ignore", check_patterns(self.ignore, "prune.ignore"))
         if self.patterns is not None:
             if isinstance(self.patterns, str) or not all(isinstance(p, str) for p in self.patterns) or not self.patterns:
                 raise ConfigError(
