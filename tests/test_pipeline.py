@@ -211,3 +211,18 @@ def test_post_training_reapplies_a_runs_sparsity_and_bits_without_any_training(w
     assert again["config"]["prune"]["epochs_per_round"] == 0 and again["config"]["quantize"]["epochs"] == 0
     original, repeated = load_compressed(out), load_compressed(workdir / "run_posttraining.dcz")
     assert [(l.name, l.nnz, l.weight_bits) for l in repeated.layers] == [(l.name, l.nnz, l.weight_bits) for l in original.layers]
+
+
+def test_distillation_retrains_from_the_dense_reference_and_is_recorded(workdir: Path, idx_dir: Path) -> None:
+    path = write_config(workdir, "distill.toml")
+    path.write_text(path.read_text() + "\n[distill]\ntemperature = 3.0\nalpha = 0.5\n")
+    cfg = load_config(path)
+    assert cfg.distill is not None and cfg.distill.temperature == 3.0 and cfg.to_dict()["distill"] == {"temperature": 3.0, "alpha": 0.5}
+    out = workdir / "distill.dcz"
+    result = compress_config(cfg, out, data_dir=str(idx_dir), progress=False, log=lambda _: None)
+    assert result.config["distill"] == {"temperature": 3.0, "alpha": 0.5}
+    assert result.report["file_bytes"] == out.stat().st_size
+    plain = compress_config(load_config(write_config(workdir, "plain.toml")), workdir / "plain.dcz", data_dir=str(idx_dir),
+                            progress=False, log=lambda _: None)
+    assert out.read_bytes() != (workdir / "plain.dcz").read_bytes()  # the teacher changed what retraining learnt
+    assert result.stages[0].accuracy == plain.stages[0].accuracy  # the same reference

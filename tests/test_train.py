@@ -296,3 +296,49 @@ def test_the_shift_background_is_the_datasets_black_or_the_data_minimum() -> Non
 def test_workers_must_not_be_negative() -> None:
     with pytest.raises(ConfigError, match=r"train.workers: expected an integer >= 0, got -1"):
         TrainConfig(workers=-1)
+
+
+# --- knowledge distillation ---------------------------------------------------------------------------
+
+
+def test_distillation_loss_is_zero_for_the_teachers_own_scores_and_positive_otherwise() -> None:
+    from deepcompress.train import distillation_loss
+
+    scores = torch.randn(8, 10, generator=torch.Generator().manual_seed(0))
+    assert float(distillation_loss(scores, scores, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distillation_loss(scores.flip(1), scores, 4.0)) > 0.01
+
+
+def test_distillation_step_pulls_the_student_toward_the_teacher_and_leaves_the_teacher_alone() -> None:
+    from deepcompress.train import DistillConfig, Trainer, distillation_loss
+
+    generator = torch.Generator().manual_seed(0)
+    inputs, labels = torch.randn(256, 6, generator=generator), torch.randint(0, 3, (256,), generator=generator)
+    torch.manual_seed(1)
+    teacher, student = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    def gap() -> float:
+        return float(distillation_loss(student(inputs), teacher(inputs), 1.0))
+
+    start = gap()
+    cfg = TrainConfig(epochs=20, lr=0.1, augment=False, weight_decay=0.0)
+    trainer = Trainer(student, (inputs, labels), cfg, progress=False, teacher=(teacher, DistillConfig(temperature=2.0, alpha=1.0)))
+    history = [trainer.run_epoch(epoch) for epoch in range(cfg.epochs)]
+    assert gap() < 0.1 * start
+    assert "train_accuracy" in history[-1]
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+
+
+def test_distill_config_rejects_bad_values_and_a_user_step() -> None:
+    from deepcompress.train import DistillConfig, Trainer
+
+    with pytest.raises(ConfigError, match=r"distill.alpha: expected a number in \[0, 1\], got 1.5"):
+        DistillConfig(alpha=1.5)
+    with pytest.raises(ConfigError, match="distill.temperature: expected a positive number, got 0"):
+        DistillConfig(temperature=0)
+    with pytest.raises(ConfigError, match="distill: unknown keys"):
+        DistillConfig.from_dict({"temp": 2})
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ConfigError, match="expected train_step or a teacher, got both"):
+        Trainer(model, (torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)), TrainConfig(), progress=False,
+                train_step=lambda m, b, o: 0.0, teacher=(model, DistillConfig()))

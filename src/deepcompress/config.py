@@ -6,7 +6,8 @@ and ``train_limit`` / ``test_limit`` to use only the first images of each split,
 ``validation_images``, the training images held out for automatic choices, ``prune.method = "auto"``
 and ``quantize.bits = "auto"``)
 and one table per stage: ``[train]`` (the original training hyper-parameters; retraining derives from
-them), ``[prune]``, ``[quantize]`` and ``[encode]``. A stage table may be left out: without ``[prune]``
+them), ``[prune]``, ``[quantize]`` and ``[encode]``, and ``[distill]`` to retrain by knowledge distillation
+from the dense reference. A stage table may be left out: without ``[prune]``
 nothing is pruned, without ``[quantize]`` nothing is quantized (then the file cannot be written, since
 the format stores codebooks). Unknown keys are rejected with the allowed ones listed.
 """
@@ -21,7 +22,7 @@ from typing import Any, Mapping
 from deepcompress.errors import ConfigError
 from deepcompress.prune import PruneConfig
 from deepcompress.quantize import QuantizeConfig
-from deepcompress.train import TrainConfig
+from deepcompress.train import DistillConfig, TrainConfig
 from deepcompress.validate import check_int, check_patterns, reject_unknown
 
 if sys.version_info >= (3, 11):
@@ -113,6 +114,8 @@ class PipelineConfig:
     prune: PruneConfig | None = None
     quantize: QuantizeConfig | None = None
     encode: EncodeConfig = field(default_factory=EncodeConfig)
+    distill: DistillConfig | None = None
+    """Retrain by knowledge distillation from the dense reference (``[distill]`` table; none: labels only)."""
     base_dir: str | None = field(default=None, compare=False)
     """Directory that relative file references resolve against (the config file's); not part of the config."""
 
@@ -161,6 +164,8 @@ class PipelineConfig:
         if self.quantize is not None:
             out["quantize"] = self.quantize.to_dict()
         out["encode"] = self.encode.to_dict()
+        if self.distill is not None:
+            out["distill"] = self.distill.to_dict()
         return out
 
     @classmethod
@@ -171,13 +176,14 @@ class PipelineConfig:
         reject_unknown("config", data, [f.name for f in fields(cls) if f.name != "base_dir"])
         if "model" not in data:
             raise ConfigError("config: missing required key 'model'")
-        values = {k: v for k, v in data.items() if k not in ("train", "prune", "quantize", "encode")}
+        values = {k: v for k, v in data.items() if k not in ("train", "prune", "quantize", "encode", "distill")}
         return cls(
             **values,
             train=TrainConfig.from_dict(data.get("train", {})),
             prune=PruneConfig.from_dict(data["prune"]) if "prune" in data else None,
             quantize=QuantizeConfig.from_dict(data["quantize"]) if "quantize" in data else None,
             encode=EncodeConfig.from_dict(data.get("encode", {})),
+            distill=DistillConfig.from_dict(data["distill"]) if "distill" in data else None,
             base_dir=str(base_dir) if base_dir is not None else None,
         )
 

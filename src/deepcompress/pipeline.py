@@ -52,7 +52,7 @@ from deepcompress.quantize import (
 from deepcompress.quantize.config import AUTO
 from deepcompress.resume import RunState
 from deepcompress.selection import FilterFn, select_layers
-from deepcompress.train import Data, Trainer, evaluate as evaluate_data
+from deepcompress.train import Data, DistillConfig, Trainer, evaluate as evaluate_data
 
 Score = Callable[[nn.Module], float]
 
@@ -94,6 +94,8 @@ class Task:
     loss_fn: Callable[..., torch.Tensor] | None = None
     train_step: Callable[..., Any] | None = None
     progress: bool = True
+    teacher: tuple[nn.Module, DistillConfig] | None = None
+    """The dense reference and how to distill from it (``config.distill``), for every retraining."""
 
 
 @dataclass
@@ -224,7 +226,8 @@ def compress(
         train, validation = split_validation(train, config)
     score = evaluate or _scorer(test, config.device, metric)
     validate = _scorer(validation, config.device, metric)
-    task = Task(train, score, validate, dataset, loss_fn, train_step, progress)
+    teacher = (plain_copy(model).requires_grad_(False), config.distill) if config.distill and train is not None else None
+    task = Task(train, score, validate, dataset, loss_fn, train_step, progress, teacher)
     state = RunState(out, config.to_dict())
     if state.resumed:
         log(f"resuming from {state.dir}")
@@ -276,7 +279,8 @@ def _train(model: nn.Module, cfg: PipelineConfig, task: Task, runner: Runner, ke
 
     def make_trainer() -> Trainer:
         return Trainer(model, task.train, run_cfg, dataset=task.dataset, lr=lr, device=cfg.device, on_optimizer=on_optimizer,
-                       progress=task.progress, description=description, loss_fn=task.loss_fn, train_step=task.train_step)
+                       progress=task.progress, description=description, loss_fn=task.loss_fn, train_step=task.train_step,
+                       teacher=task.teacher)
 
     runner.epochs(model, key, make_trainer, epochs)
 

@@ -231,7 +231,8 @@ class Trainer:
     given them back, continues with ``run_epoch(k)`` exactly as an uninterrupted run would. The
     training itself knows nothing about checkpoints (the pipeline's runner owns them).
 
-    Arguments as for :func:`fit`.
+    Arguments as for :func:`fit`; ``teacher``, a ``(dense reference, DistillConfig)`` pair, trains by
+    knowledge distillation (:func:`distillation_step`).
     """
 
     def __init__(
@@ -248,7 +249,10 @@ class Trainer:
         description: str = "train",
         loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
         train_step: TrainStep | None = None,
+        teacher: tuple[nn.Module, DistillConfig] | None = None,
     ) -> None:
+        if teacher is not None and train_step is not None:
+            raise ConfigError("distillation replaces the built-in training step; expected train_step or a teacher, got both")
         self.kind = check_data(data)
         self.model, self.data, self.cfg = model, data, cfg
         self.device = pick_device(str(device) if device is not None else None)
@@ -261,7 +265,11 @@ class Trainer:
         self.base_lrs = [lr if lr is not None else cfg.lr for _ in self.optimizer.param_groups]
         augment = self.kind == "tensors" and cfg.augment
         self.background = background_value(dataset, data[0]) if augment else 0.0  # type: ignore[index]
-        self.step_fn = user_step(train_step) if train_step is not None else builtin_step(loss_fn or default_loss)
+        if teacher is not None:
+            teacher[0].to(self.device).eval()
+            self.step_fn = distillation_step(teacher[0], teacher[1], loss_fn or default_loss)
+        else:
+            self.step_fn = user_step(train_step) if train_step is not None else builtin_step(loss_fn or default_loss)
         self.progress, self.description = progress, description
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
@@ -367,6 +375,62 @@ def builtin_step(loss_fn: Callable[[Any, Any], torch.Tensor]) -> Step:
         inputs, targets = split_batch(batch)
         outputs = forward(model, inputs)
         loss = loss_fn(outputs, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss, correct_count(outputs, targets)
+
+    return step
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation (Hinton, Vinyals, Dean 2015) from the dense reference while retraining.
+
+    The loss becomes ``alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) *
+    label loss``: the pruned or weight-shared student learns the reference's softened class scores,
+    which carry more information per image than the label alone (the ``T^2`` keeps the soft term's
+    gradient scale independent of ``T``). Used in the prune rounds' retraining and the centroid
+    fine-tuning (paper sections 2-3) when the pipeline config has a ``[distill]`` table.
+    """
+
+    temperature: float = 4.0
+    alpha: float = 0.7
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"distill.temperature: expected a positive number, got {self.temperature!r}")
+        if not (isinstance(self.alpha, (int, float)) and 0.0 <= self.alpha <= 1.0):
+            raise ConfigError(f"distill.alpha: expected a number in [0, 1], got {self.alpha!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DistillConfig":
+        reject_unknown("distill", data, [f.name for f in fields(cls)])
+        return cls(**dict(data))
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1),
+                    reduction="batchmean", log_target=True) * (t * t)
+
+
+def distillation_step(teacher: nn.Module, cfg: DistillConfig, loss_fn: Callable[[Any, Any], torch.Tensor]) -> Step:
+    """The built-in step with the teacher's softened scores added to the label loss (see
+    :class:`DistillConfig`); the teacher sees the same (augmented) batch, in eval mode, without gradients."""
+
+    def step(model: nn.Module, batch: Any, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, int | None]:
+        inputs, targets = split_batch(batch)
+        with torch.no_grad():
+            soft = logits_of(forward(teacher, inputs))
+        outputs = forward(model, inputs)
+        loss = cfg.alpha * distillation_loss(logits_of(outputs), soft, cfg.temperature)
+        if cfg.alpha < 1.0:
+            loss = loss + (1.0 - cfg.alpha) * loss_fn(outputs, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
