@@ -87,3 +87,15 @@ def test_tolerance_caps_each_round_budget_by_the_accuracy_left() -> None:
     assert budgets[0] == pytest.approx(0.1) and budgets[-1] < 0.1
     with pytest.raises(ConfigError, match="prune.tolerance"):
         PruneConfig(method="auto", tolerance=-0.1)
+
+
+def test_recovery_lets_a_round_spend_a_multiple_of_the_tolerance_left() -> None:
+    net = two_layer_net()
+    cfg = PruneConfig(method="auto", rounds=1, budget=0.3, tolerance=0.05, recovery=4.0)
+    planner = SensitivityPlanner(cfg, agreement, reference_accuracy=1.0)
+    planner(net, 0)
+    left = planner.rounds[0]["validation_accuracy"] - 0.95
+    assert planner.rounds[0]["budget"] == pytest.approx(min(0.3, 4.0 * left))
+    assert planner.rounds[0]["budget"] > left
+    with pytest.raises(ConfigError, match="prune.recovery"):
+        PruneConfig(method="auto", recovery=0.5)

@@ -42,3 +42,35 @@ def test_choose_bits_resolves_auto_for_quantize() -> None:
         QuantizeConfig(bits="auto", min_bits=5, max_bits=3)
     with pytest.raises(ConfigError, match="'auto', got 'best'"):
         QuantizeConfig(bits="best")
+
+
+def test_coded_bits_is_the_entropy_of_the_cluster_sizes() -> None:
+    import numpy as np
+
+    from deepcompress.quantize.auto import coded_bits
+
+    assert coded_bits(np.array([0, 1, 2, 3] * 4)) == pytest.approx(16 * 2.0)
+    assert coded_bits(np.zeros(10, dtype=np.int64)) == 0.0
+    assert coded_bits(np.array([], dtype=np.int64)) == 0.0
+
+
+def test_joint_plan_narrows_within_the_budget_measured_with_every_layer_quantized() -> None:
+    from deepcompress.quantize.auto import joint_bits
+
+    net = two_layer_net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    cfg = QuantizeConfig(bits="auto", min_bits=2, max_bits=8, budget=0.1, bits_plan="joint")
+    plan = joint_bits(net, agreement, cfg)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert set(plan["bits"]) == {"0", "2"} and all(2 <= b <= 8 for b in plan["bits"].values())
+    assert plan["steps"] and all(step["accuracy"] >= plan["floor"] for step in plan["steps"])
+    assert [step["bits"] for step in plan["steps"] if step["layer"] == "0"] == list(range(7, plan["bits"]["0"] - 1, -1))
+    resolved, _ = choose_bits(net, cfg, agreement)
+    assert dict(resolved.bits) == plan["bits"]
+    quantize_(net, resolved)
+    assert agreement(net) >= plan["floor"] - 1e-9  # what was measured is what quantize_ builds
+    none_allowed = joint_bits(two_layer_net(), agreement, QuantizeConfig(bits="auto", min_bits=1, max_bits=5, budget=0.0,
+                                                                         bits_plan="joint"))
+    assert all(step["accuracy"] >= none_allowed["baseline"] for step in none_allowed["steps"])
+    with pytest.raises(ConfigError, match=r"quantize.bits_plan: expected one of \['independent', 'joint'\]"):
+        QuantizeConfig(bits_plan="both")

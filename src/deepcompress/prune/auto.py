@@ -10,8 +10,9 @@ loss and the next round scans the retrained model, so tolerant layers keep being
 sensitive ones stop early, with no per-layer numbers in the config.
 
 The whole run is held to ``PruneConfig.tolerance``: the validation accuracy of the retrained model
-may fall at most that far below the reference's. Each round's budget is capped by what is left of
-it, and once it is spent the plan prunes nothing more (the remaining rounds only retrain).
+may fall at most that far below the reference's. Each round's budget is capped by ``recovery`` times
+what is left of it (a one-shot drop is measured before retraining, which wins most of it back), and
+once the retrained model is at the floor the plan prunes nothing more (the remaining rounds only retrain).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class SensitivityPlanner:
                                 ignore=self.cfg.ignore)
         sizes = {name: module.weight.numel() for name, module in layers}
         current = {name: pruned_fraction(module) for name, module in layers}
-        budget = max(0.0, min(self.cfg.budget, scan["baseline"] - self.floor))
+        budget = max(0.0, min(self.cfg.budget, self.cfg.recovery * (scan["baseline"] - self.floor)))
         targets = plan_sparsity(scan, sizes, current, budget)
         self.rounds[round_index] = {"validation_accuracy": scan["baseline"], "budget": budget, "targets": targets}
         return targets

@@ -16,7 +16,10 @@
     from a sensitivity scan of the current model on a validation set, spending at most ``budget``
     (the summed accuracy drop of the layers pruned one at a time, before retraining) where it removes
     the most weights, up to ``max_sparsity``, and pruning stops once the retrained model's validation
-    accuracy is ``tolerance`` below the reference's (see :mod:`deepcompress.prune.auto`). A scan costs
+    accuracy is ``tolerance`` below the reference's (see :mod:`deepcompress.prune.auto`). A round may
+    spend at most ``recovery`` times what is left of the tolerance: 1 (the default) assumes retraining
+    wins nothing back; retraining usually recovers most of a one-shot drop, so a larger value lets a
+    tight tolerance on held-out images still prune far. A scan costs
     one validation pass per layer and fraction: ``scan_fractions`` replaces the default grid
     (``AUTO_FRACTIONS``, 17 fractions) by a coarser one for networks with many layers. It needs the
     validation accuracy, so it runs through :func:`iterative_prune_` with a ``plan`` (the pipeline
@@ -137,6 +140,7 @@ class PruneConfig:
     budget: float = 0.01
     tolerance: float = 0.005
     max_sparsity: float = 0.99
+    recovery: float = 1.0
     scan_fractions: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -168,6 +172,7 @@ class PruneConfig:
                 raise ConfigError(f"prune.scan_fractions: expected a non-empty list of fractions in [0, 1), got {fractions!r}")
             checked = tuple(check_number(f, "prune.scan_fractions", minimum=0, maximum=1, open_max=True) for f in fractions)
             set_(self, "scan_fractions", tuple(sorted(set(checked))))
+        set_(self, "recovery", check_number(self.recovery, "prune.recovery", minimum=1))
         check_int(self.rounds, "prune.rounds", minimum=1)
         check_int(self.epochs_per_round, "prune.epochs_per_round", minimum=0)
         check_number(self.lr_factor, "prune.lr_factor", minimum=0, maximum=1, open_min=True)

@@ -34,6 +34,14 @@ class CentroidInit(Choice):
     KMEANS_PP = "kmeans++"
 
 
+class BitsPlan(Choice):
+    """How ``bits = "auto"`` chooses the widths (see :mod:`deepcompress.quantize.auto`)."""
+
+    INDEPENDENT = "independent"
+    """Each layer scanned alone at every width, drops summed (one scan, assumes they add up)."""
+    JOINT = "joint"
+    """Narrow one layer by one bit at a time with every layer quantized, re-measured after each step."""
+
 
 class GradReduction(Choice):
     """How the gradients of a centroid's member weights are combined (paper Eq. 3 is ``sum``)."""
@@ -57,6 +65,8 @@ class QuantizeConfig:
             (first match wins, see :func:`deepcompress.selection.per_layer`), or ``"auto"``.
         budget, min_bits, max_bits: with ``bits="auto"``, the accuracy drop the choice may spend and
             the widths it may choose from.
+        bits_plan: with ``bits="auto"``, ``independent`` (one scan of each layer alone) or ``joint``
+            (one bit at a time, measured with every layer quantized; see :class:`BitsPlan`).
         init: centroid initialisation; ``linear`` (the paper's best) by default.
         max_iter: most Lloyd iterations per layer (>= 1).
         tol: stop early when the squared centroid shift summed over clusters is at most
@@ -85,6 +95,7 @@ class QuantizeConfig:
     budget: float = 0.005
     min_bits: int = 2
     max_bits: int = 8
+    bits_plan: BitsPlan = BitsPlan.INDEPENDENT
 
     def __post_init__(self) -> None:
         check_bits(self.min_bits, "quantize.min_bits")
@@ -107,6 +118,7 @@ class QuantizeConfig:
             check_bits(self.bits, "quantize.bits")
         object.__setattr__(self, "init", CentroidInit.parse(self.init, "quantize.init"))
         object.__setattr__(self, "grad_reduction", GradReduction.parse(self.grad_reduction, "quantize.grad_reduction"))
+        object.__setattr__(self, "bits_plan", BitsPlan.parse(self.bits_plan, "quantize.bits_plan"))
         check_int(self.max_iter, "quantize.max_iter", minimum=1)
         check_number(self.tol, "quantize.tol", minimum=0)
         check_int(self.seed, "quantize.seed", minimum=0)
@@ -123,6 +135,7 @@ class QuantizeConfig:
         out["bits"] = dict(self.bits) if isinstance(self.bits, Mapping) else self.bits
         out["init"] = self.init.value
         out["grad_reduction"] = self.grad_reduction.value
+        out["bits_plan"] = self.bits_plan.value
         out["types"] = None if self.types is None else list(self.types)
         out["patterns"] = None if self.patterns is None else list(self.patterns)
         out["ignore"] = list(self.ignore)
