@@ -14,9 +14,23 @@ pipeline is run in a ladder of variants, each a real ``compress`` run that write
 5. ``auto-sparsity-and-bits``: and each layer's bits chosen by a bits scan under an accuracy budget
    (``quantize.bits = "auto"``).
 
+``--ladder frontier`` climbs from a frontier config instead (experiments/configs/<model>_<dataset>_frontier.toml,
+whose reference was trained on the first 55,000 training images only, so the 5,000 held out for every
+automatic choice are images it never saw). Its first rung is that config with every option below turned
+off (automatic sparsity and bits as in rung 5 above); each later rung turns one more on, and the last is the
+config file itself:
+
+6. ``recovery``: a round may spend ``prune.recovery`` times the tolerance left (retraining wins back most of
+   a one-shot drop);
+7. ``distill``: retraining and centroid fine-tuning learn the dense reference's softened scores too;
+8. ``joint-bits``: bits narrowed one at a time, measured with every layer quantized;
+9. ``optimal-init``: globally optimal 1-D k-means (dynamic programming) instead of linear initialisation.
+
 Each row reports file bytes, ratio and test error, and the change against the row before, against
 the paper's reference error. Resumable: a finished variant whose recorded config matches is reused,
-an interrupted one resumes inside the pipeline. Run: ``python experiments/auto_ablation.py --model lenet300``.
+an interrupted one resumes inside the pipeline, and variants that differ only in quantization share
+one pruning run (``compress(stage_cache=...)``). Run: ``python experiments/auto_ablation.py --model lenet300``
+(``--ladder frontier`` for the frontier ladder).
 """
 
 from __future__ import annotations
@@ -77,6 +91,36 @@ def variants(
     return out
 
 
+#: The frontier ladder's options, in the order they are turned on: (name, what it does, how to turn it off).
+FRONTIER: list[tuple[str, str, Any]] = [
+    ("recovery", "a round may spend prune.recovery x the tolerance left", lambda c: c["prune"].pop("recovery", None)),
+    ("distill", "knowledge distillation from the dense reference while retraining", lambda c: c.pop("distill", None)),
+    ("joint-bits", "bits narrowed one at a time with every layer quantized", lambda c: c["quantize"].pop("bits_plan", None)),
+    ("optimal-init", "optimal 1-D k-means (dynamic programming) instead of linear init",
+     lambda c: c["quantize"].update(init="linear")),
+]
+
+
+def frontier_variants(frontier: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """``{name: (what changed, config dict)}``: the frontier config with every option off, then one more on
+    per rung; options the config does not use are skipped."""
+    used = []
+    for name, what, turn_off in FRONTIER:
+        probe = copy.deepcopy(frontier)
+        turn_off(probe)
+        if probe != frontier:
+            used.append((name, what, turn_off))
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for rung in range(len(used) + 1):
+        data = copy.deepcopy(frontier)
+        for _, _, turn_off in used[rung:]:
+            turn_off(data)
+        name, what = ("honest-auto", "automatic sparsity and bits, reference and choices on separate images") if rung == 0 \
+            else used[rung - 1][:2]
+        out[name] = (what, data)
+    return out
+
+
 def run_variant(name: str, data: dict[str, Any], out_dir: Path, stem: str, progress: bool) -> dict[str, Any]:
     """Compress one variant (or reuse its finished report when the config matches)."""
     out = out_dir / f"{stem}_{name}.dcz"
@@ -88,7 +132,8 @@ def run_variant(name: str, data: dict[str, Any], out_dir: Path, stem: str, progr
             print(f"{name}: reusing {out.name}")
             return report
     started = time.perf_counter()
-    result = compress_config(cfg, out, progress=progress, log=lambda line: print(f"{name}: {line}", flush=True))
+    result = compress_config(cfg, out, progress=progress, log=lambda line: print(f"{name}: {line}", flush=True),
+                             stage_cache=out_dir / ".stages")
     write_json(report_path, result.to_dict(), started)
     return json.loads(report_path.read_text())
 
@@ -136,32 +181,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prune-budget", type=float, default=0.01, help="accuracy drop per round the sparsity plan may spend")
     parser.add_argument("--tolerance", type=float, default=0.012, help="validation accuracy the whole pruning run may lose")
     parser.add_argument("--bits-budget", type=float, default=0.003, help="accuracy drop the bits choice may spend")
+    parser.add_argument("--ladder", choices=("paper", "frontier"), default="paper",
+                        help="paper: from the committed config; frontier: from <model>_<dataset>_frontier.toml")
     parser.add_argument("--only", nargs="*", help="run only these variants")
     parser.add_argument("--tiny", action="store_true", help="a few hundred images, 1-epoch rounds (smoke test)")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    stem = f"ablation_{args.model}_{args.dataset}"
-    base = tomllib.loads((ROOT / "configs" / f"{args.model}_{args.dataset}.toml").read_text())
+    config_stem = f"{args.model}_{args.dataset}" + ("_frontier" if args.ladder == "frontier" else "")
+    stem = f"ablation_{config_stem}"
+    base = tomllib.loads((ROOT / "configs" / f"{config_stem}.toml").read_text())
     if args.tiny:
         base.update(train_limit=800, test_limit=300, validation_images=200)
         base["prune"].update(rounds=1, epochs_per_round=3)
-        base["quantize"]["epochs"] = 1
+        base["quantize"].update(epochs=1, max_bits=min(5, base["quantize"].get("max_bits", 8)))
+    ladder = frontier_variants(base) if args.ladder == "frontier" else \
+        variants(base, args.model, args.prune_budget, args.tolerance, args.bits_budget)
     runs_dir = args.out / "ablation"
     runs_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name, (what, data) in variants(base, args.model, args.prune_budget, args.tolerance, args.bits_budget).items():
+    for name, (what, data) in ladder.items():
         if args.only and name not in args.only:
             continue
-        rows.append(summarize(name, what, run_variant(name, data, runs_dir, f"{args.model}_{args.dataset}", not args.tiny)))
+        rows.append(summarize(name, what, run_variant(name, data, runs_dir, config_stem, not args.tiny)))
         previous = rows[-2] if len(rows) > 1 else None
         bought = f", {rows[-1]['ratio'] / previous['ratio']:.2f}x the ratio of {previous['variant']}" if previous else ""
         print(f"{name}: {rows[-1]['file_bytes']} B, {rows[-1]['ratio']:.1f}x, error {100 * rows[-1]['error']:.2f}%{bought}")
     paper_error = PAPER[args.model]["error"]
-    result = {
-        "model": args.model, "dataset": args.dataset, "paper_reference_error": paper_error,
-        "prune_budget": args.prune_budget, "tolerance": args.tolerance, "bits_budget": args.bits_budget, "variants": rows,
-    }
+    result = {"model": args.model, "dataset": args.dataset, "ladder": args.ladder, "paper_reference_error": paper_error,
+              "variants": rows}
+    if args.ladder == "paper":
+        result.update(prune_budget=args.prune_budget, tolerance=args.tolerance, bits_budget=args.bits_budget)
     write_json(args.out / f"{stem}.json", result, started)
     plot(rows, paper_error, f"{args.model} / {args.dataset}: what each change bought", args.out / f"{stem}.png")
     print(f"wrote {args.out / stem}.png")

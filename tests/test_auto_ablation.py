@@ -36,3 +36,27 @@ def test_ablation_ladder_writes_real_files_and_reuses_finished_variants(tmp_path
     again = run(tmp_path)
     assert all(f"{name}: reusing" in again for name in VARIANTS)
     assert json.loads((tmp_path / "ablation_lenet300_mnist.json").read_text())["variants"] == rows
+
+
+def test_frontier_ladder_turns_one_option_on_per_rung_and_shares_pruning(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / "auto_ablation.py"), "--model", "lenet300", "--ladder", "frontier", "--tiny",
+         "--out", str(tmp_path)], check=True, capture_output=True, text=True, cwd=EXPERIMENTS,
+    )
+    rows = json.loads((tmp_path / "ablation_lenet300_mnist_frontier.json").read_text())["variants"]
+    names = [row["variant"] for row in rows]
+    assert names[:4] == ["honest-auto", "recovery", "distill", "joint-bits"]
+    configs = {name: json.loads((tmp_path / "ablation" / f"lenet300_mnist_frontier_{name}.json").read_text())["config"]
+               for name in names}
+    assert "distill" not in configs["recovery"] and configs["distill"]["distill"]["temperature"] > 0
+    assert configs["honest-auto"]["prune"]["recovery"] == 1.0 and configs["recovery"]["prune"]["recovery"] > 1.0
+    assert configs["distill"]["quantize"]["bits_plan"] == "independent" and configs["joint-bits"]["quantize"]["bits_plan"] == "joint"
+    assert "joint-bits: [prune] reused from" in done.stdout  # differs from the distill rung only in [quantize]
+    for row in rows:
+        assert row["file_bytes"] == (tmp_path / "ablation" / f"lenet300_mnist_frontier_{row['variant']}.dcz").stat().st_size
+    plot = subprocess.run([sys.executable, str(EXPERIMENTS / "fig_frontier.py"), "--results", str(tmp_path), "--out", str(tmp_path)],
+                          check=True, capture_output=True, text=True, cwd=EXPERIMENTS)
+    assert "frontier.json" in plot.stdout
+    points = json.loads((tmp_path / "frontier.json").read_text())
+    assert [p["variant"] for p in points["ours"]["lenet300"]] == names
+    assert (tmp_path / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -226,3 +226,30 @@ def test_distillation_retrains_from_the_dense_reference_and_is_recorded(workdir:
                             progress=False, log=lambda _: None)
     assert out.read_bytes() != (workdir / "plain.dcz").read_bytes()  # the teacher changed what retraining learnt
     assert result.stages[0].accuracy == plain.stages[0].accuracy  # the same reference
+
+
+def test_runs_that_differ_only_in_quantization_share_the_pruning_stage(workdir: Path, idx_dir: Path) -> None:
+    cache = workdir / "stages"
+    lines: list[str] = []
+    first = compress_config(load_config(write_config(workdir, "share1.toml")), workdir / "share1.dcz", data_dir=str(idx_dir),
+                            progress=False, log=lines.append, stage_cache=cache)
+    assert not any("reused" in line for line in lines) and len(list(cache.glob("prune-*.safetensors"))) == 1
+    path = write_config(workdir, "share2.toml")
+    path.write_text(path.read_text().replace("bits = 3", "bits = 2"))
+    lines.clear()
+    second = compress_config(load_config(path), workdir / "share2.dcz", data_dir=str(idx_dir), progress=False,
+                             log=lines.append, stage_cache=cache)
+    assert any(line.startswith("[prune] reused from") for line in lines)
+    assert [asdict_stage(s) for s in second.stages[:2]] == [asdict_stage(s) for s in first.stages[:2]]
+    pruned = [(layer.name, layer.positions.tolist()) for layer in load_compressed(workdir / "share1.dcz").layers]
+    assert [(layer.name, layer.positions.tolist()) for layer in load_compressed(workdir / "share2.dcz").layers] == pruned
+    assert {layer.weight_bits for layer in load_compressed(workdir / "share2.dcz").layers} == {2}
+    lines.clear()  # a different pruning setting is not shared
+    path.write_text(path.read_text().replace("lr_factor = 0.2", "lr_factor = 0.3"))
+    compress_config(load_config(path), workdir / "share3.dcz", data_dir=str(idx_dir), progress=False, log=lines.append,
+                    stage_cache=cache)
+    assert not any("reused" in line for line in lines) and len(list(cache.glob("prune-*.safetensors"))) == 2
+
+
+def asdict_stage(stage: object) -> tuple[object, ...]:
+    return (stage.stage, stage.accuracy, stage.details)  # type: ignore[attr-defined]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -50,7 +51,7 @@ from deepcompress.quantize import (
     strip_quantization_,
 )
 from deepcompress.quantize.config import AUTO
-from deepcompress.resume import RunState
+from deepcompress.resume import RunState, StageCache
 from deepcompress.selection import FilterFn, select_layers
 from deepcompress.train import Data, DistillConfig, Trainer, evaluate as evaluate_data
 
@@ -120,8 +121,10 @@ class Runner:
     step whose JSON result is kept, so the algorithms themselves know nothing about resuming.
     """
 
-    def __init__(self, state: RunState, score: Score | None, log: Callable[[str], None]) -> None:
+    def __init__(self, state: RunState, score: Score | None, log: Callable[[str], None],
+                 cache: StageCache | None = None) -> None:
         self.state = state
+        self.cache = cache
         self.score = score
         self.log = log
         self.results = [StageResult(**s) for s in state.get("stages", [])]
@@ -136,6 +139,8 @@ class Runner:
                 stage.restore(model)
                 continue
             self.stage = stage.name
+            if self.reuse(model, stage):
+                continue
             if self.state.get("current") == stage.name:
                 restore_pruned(model, self.state.weights())
             start = time.perf_counter()
@@ -143,7 +148,23 @@ class Runner:
             self.record(model, stage.name, time.perf_counter() - start, details)
             if stage.checkpoint:
                 self.state.update(model, weights_name=stage.name)
+                if self.cache is not None:
+                    self.cache.save(stage.name, [asdict(r) for r in self.results], model)
         return self.results
+
+    def reuse(self, model: nn.Module, stage: Stage) -> bool:
+        """Take ``stage`` from the cache when another run finished it (same reference and settings)."""
+        cached = self.cache.load(stage.name) if self.cache is not None else None
+        if cached is None:
+            return False
+        stages, weights = cached
+        self.state.dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(weights, self.state.dir / f"{stage.name}.safetensors")
+        stage.restore(model)
+        self.results = [StageResult(**s) for s in stages]
+        self.state.update(stages=stages)
+        self.log(f"[{stage.name}] reused from {weights.parent} (same reference and settings)")
+        return True
 
     def record(self, model: nn.Module, name: str, seconds: float, details: dict[str, Any]) -> None:
         """Score the model after stage ``name`` (a stage that measured it already passes ``details["score"]``)."""
@@ -199,6 +220,7 @@ def compress(
     arch: dict[str, Any] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    stage_cache: str | os.PathLike[str] | None = None,
 ) -> PipelineResult:
     """Compress ``model`` in place as ``config`` says and write the file ``out``; returns the result.
 
@@ -209,7 +231,10 @@ def compress(
     ``filter_fn(module, name)`` narrows the layers compressed (with ``config.targets`` / ``ignore``).
     ``arch``: the architecture record stored in the file (default: :func:`deepcompress.sources.record_for`).
     The run checkpoints after every stage and retraining epoch; called again with the same
-    configuration after an interruption, it resumes and writes the same file.
+    configuration after an interruption, it resumes and writes the same file. ``stage_cache``: a
+    directory where finished pruning stages are kept and reused by runs that differ only in their
+    ``[quantize]`` / ``[encode]`` tables (:class:`~deepcompress.resume.StageCache`). ``config.distill``
+    retrains by knowledge distillation from a copy of ``model`` as it is passed in (the reference).
     """
     if config.quantize is None:
         raise ConfigError("config has no [quantize] table; the compressed format stores codebooks, so quantization is required")
@@ -236,7 +261,8 @@ def compress(
 
         record = record_for(model)
         arch = record.to_dict() if record is not None else None
-    runner = Runner(state, score, log)
+    cache = StageCache(Path(stage_cache), config.to_dict(), model.state_dict()) if stage_cache is not None else None
+    runner = Runner(state, score, log, cache)
     reference = {n: m.weight.detach().cpu().clone() for n, m in select_layers(model, config.quantize.types,
                  config.quantize.patterns, config.quantize.ignore)} if score is None else None
     written: dict[str, Any] = {}
@@ -530,6 +556,7 @@ def compress_config(
     data_dir: str | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    stage_cache: str | os.PathLike[str] | None = None,
 ) -> PipelineResult:
     """Run the pipeline a TOML config describes: build ``cfg.model`` (with ``model_args``), load
     ``cfg.checkpoint``, read ``cfg.dataset``, resolve ``loss`` / ``metric`` / ``train_step``, then
@@ -556,7 +583,8 @@ def compress_config(
                  for key in ("loss", "metric", "train_step")}
     return compress(model, cfg, out=out, train=train, test=test, loss_fn=functions["loss"], metric=functions["metric"],
                     train_step=functions["train_step"], dataset=cfg.dataset,
-                    arch=record.relative_to(base_dir or Path.cwd(), Path(out).parent).to_dict(), progress=progress, log=log)
+                    arch=record.relative_to(base_dir or Path.cwd(), Path(out).parent).to_dict(), progress=progress, log=log,
+                    stage_cache=stage_cache)
 
 
 def write_report(result: PipelineResult, out: Path) -> Path:

@@ -5,10 +5,12 @@ The state lives in a hidden directory beside the output file (``.<name>.partial/
 (with pruning masks), the weights at the end of pruning (to rebuild the quantized structure), and the
 optimizer state of an unfinished training stage. Every file is written atomically, and the state is
 only used when it was made by the same configuration; a finished run removes the directory.
+:class:`StageCache` keeps finished stages across runs, for sweeps that share them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -98,3 +100,52 @@ class RunState:
     def finish(self) -> None:
         """Remove the checkpoints of a completed run."""
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+#: Per cacheable stage, the config tables that only later stages read (left out of its cache key).
+LATER_TABLES = {"prune": ("quantize", "encode")}
+
+
+class StageCache:
+    """Finished stages shared between runs (a sweep over quantization settings prunes once).
+
+    A stage's entry is keyed by a hash of the reference weights and of the configuration without the
+    tables only later stages read (:data:`LATER_TABLES`): two runs share the ``prune`` stage exactly
+    when everything that decides the pruned network -- model, checkpoint contents, data, seeds, the
+    ``[train]``, ``[prune]`` and ``[distill]`` tables -- agrees. An entry is the stage's weights (masks
+    included) and the stage results up to it; it is written atomically, so a killed run leaves none.
+    """
+
+    def __init__(self, directory: Path, config: dict[str, Any], reference: dict[str, torch.Tensor]) -> None:
+        self.dir = Path(directory)
+        self.config = config
+        digest = hashlib.sha256()
+        for name in sorted(reference):
+            tensor = reference[name].detach().cpu().contiguous()
+            digest.update(name.encode())
+            digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.float().numpy().tobytes())
+        self.reference = digest.hexdigest()
+
+    def key(self, stage: str) -> str | None:
+        """The entry name of ``stage`` for this run, ``None`` for a stage that is not cached."""
+        if stage not in LATER_TABLES:
+            return None
+        kept = {k: v for k, v in self.config.items() if k not in LATER_TABLES[stage]}
+        text = json.dumps({"reference": self.reference, "config": kept}, sort_keys=True, default=str)
+        return f"{stage}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
+
+    def load(self, stage: str) -> tuple[list[dict[str, Any]], Path] | None:
+        """``(stage results up to stage, path of its weights)`` when an entry exists, else ``None``."""
+        key = self.key(stage)
+        if key is None or not (self.dir / f"{key}.json").is_file():
+            return None
+        return json.loads((self.dir / f"{key}.json").read_text())["stages"], self.dir / f"{key}.safetensors"
+
+    def save(self, stage: str, stages: list[dict[str, Any]], model: torch.nn.Module) -> None:
+        """Record a finished ``stage`` (weights first, the JSON that makes the entry visible last)."""
+        key = self.key(stage)
+        if key is None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        save_tensors(self.dir / f"{key}.safetensors", model.state_dict())
+        atomic_write_text(self.dir / f"{key}.json", json.dumps({"stages": stages}, default=float))
