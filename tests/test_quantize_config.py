@@ -41,9 +41,9 @@ def test_bits_mapping_names_the_bad_entry() -> None:
         QuantizeConfig(bits={"conv*": 8, "fc*": 0})
 
 
-def test_unknown_init_lists_the_four() -> None:
+def test_unknown_init_lists_the_five() -> None:
     with pytest.raises(
-        ConfigError, match=r"quantize.init: expected one of \['linear', 'density', 'random', 'kmeans\+\+'\], got 'forgy'"
+        ConfigError, match=r"quantize.init: expected one of \['linear', 'density', 'random', 'kmeans\+\+', 'optimal'\], got 'forgy'"
     ):
         QuantizeConfig(init="forgy")  # type: ignore[arg-type]
 

@@ -163,8 +163,8 @@ def test_bad_parameters(kwargs: dict, message: str) -> None:
         KMeans1D(**kwargs)
 
 
-def test_unknown_init_lists_the_four() -> None:
-    with pytest.raises(ConfigError, match=r"init: expected one of \['linear', 'density', 'random', 'kmeans\+\+'\], got 'forgy'"):
+def test_unknown_init_lists_the_five() -> None:
+    with pytest.raises(ConfigError, match=r"init: expected one of \['linear', 'density', 'random', 'kmeans\+\+', 'optimal'\], got 'forgy'"):
         KMeans1D(4, init="forgy")
 
 

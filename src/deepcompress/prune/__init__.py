@@ -1,6 +1,7 @@
 """The pruning stage of Deep Compression (section 2; Han et al. 2015, "Learning both Weights and
 Connections"): magnitude masks, in-place pruning with masks kept through retraining, iterative
-prune/retrain rounds, dropout adjustment and per-layer sensitivity scans. Biases are never pruned."""
+prune/retrain rounds, dropout adjustment, per-layer sensitivity scans and the clean-up of units that
+pruning has emptied (:mod:`deepcompress.prune.dead`). Biases are never pruned."""
 
 from deepcompress.prune.apply import (
     adjust_dropout_,
@@ -13,6 +14,7 @@ from deepcompress.prune.apply import (
 )
 from deepcompress.prune.auto import AUTO_FRACTIONS, SensitivityPlanner, plan_sparsity
 from deepcompress.prune.config import BiasPolicy, PruneConfig, PruneMethod, PruneRamp
+from deepcompress.prune.dead import remove_dead_units_
 from deepcompress.prune.masks import global_masks, sparsity_mask, std_mask
 from deepcompress.prune.schedule import finish_round_, iterative_prune_, prune_round_
 from deepcompress.prune.sensitivity import format_sensitivity, plot_sensitivity, sensitivity_scan
@@ -36,6 +38,7 @@ __all__ = [
     "plot_sensitivity",
     "prune_",
     "prune_round_",
+    "remove_dead_units_",
     "sensitivity_scan",
     "set_masks_",
     "sparsity_mask",

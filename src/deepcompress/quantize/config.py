@@ -32,6 +32,11 @@ class CentroidInit(Choice):
     DENSITY = "density"
     RANDOM = "random"
     KMEANS_PP = "kmeans++"
+    OPTIMAL = "optimal"
+    """Globally optimal 1-D k-means by dynamic programming on a 65,536-bin histogram, then Lloyd
+    (:mod:`deepcompress.quantize.optimal`); exact when a layer has at most that many distinct values
+    (up to 9 bits; wider codebooks use fewer bins to bound the DP's memory, and beyond 10 bits the
+    linear start)."""
 
 
 class BitsPlan(Choice):

@@ -3,8 +3,10 @@
 The paper compares three: Forgy (random data points), density-based (equal steps of the empirical
 CDF) and linear (evenly spaced over ``[min, max]``), and finds linear best because it keeps the
 large, rare weights that matter most. k-means++ (Arthur & Vassilvitskii 2007) is added as the usual
-general-purpose choice. Every function here takes the data **sorted ascending** and returns float64
-centroids sorted ascending; :func:`init_centroids` sorts for callers that have raw data.
+general-purpose choice, and ``optimal`` starts Lloyd from the global optimum of the data's fine
+histogram (:mod:`deepcompress.quantize.optimal`). Every function here takes the data **sorted
+ascending** and returns float64 centroids sorted ascending; :func:`init_centroids` sorts for callers
+that have raw data.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from deepcompress.quantize.config import CentroidInit
+from deepcompress.quantize.optimal import optimal_init
 
 Seed = int | Sequence[int] | np.random.SeedSequence
 
@@ -105,6 +108,7 @@ def initializer(method: str | CentroidInit) -> Callable[[np.ndarray, int, np.ran
         CentroidInit.DENSITY: lambda xs, k, rng: density_init(xs, k),
         CentroidInit.RANDOM: forgy_init,
         CentroidInit.KMEANS_PP: kmeanspp_init,
+        CentroidInit.OPTIMAL: lambda xs, k, rng: optimal_init(xs, k),
     }
     return table[chosen]
 

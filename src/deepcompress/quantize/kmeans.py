@@ -34,7 +34,8 @@ class KMeans1D:
 
     Args:
         n_clusters: the wanted number of clusters ``k`` (>= 1).
-        init: centroid initialisation, one of ``linear`` (default), ``density``, ``random``, ``kmeans++``.
+        init: centroid initialisation, one of ``linear`` (default), ``density``, ``random``, ``kmeans++``,
+            ``optimal`` (dynamic programming, see :mod:`deepcompress.quantize.optimal`).
         max_iter: most Lloyd iterations (>= 1).
         tol: stop when the squared centroid shift summed over clusters is at most ``tol * var(x)``;
             ``0`` (default) iterates until the partition no longer changes (exact convergence).
