@@ -167,7 +167,7 @@ def test_plain_json_header_is_read_too() -> None:
 def test_float16_bias_must_be_exact() -> None:
     with pytest.raises(ValueError, match=r"layer 'fc1': bias_dtype 'float16' needs a bias exactly representable in float16, but 1 values are not"):
         CompressedLayer("fc1", "linear", (2, 2), [1.0], [0], [0], np.array([0.5, 0.1], np.float32), 1, 1, bias_dtype="float16")
-    with pytest.raises(ValueError, match=r"expected bias_dtype in \('float32', 'float16'\), got 'bf16'"):
+    with pytest.raises(ValueError, match=r"expected bias_dtype in \('float32', 'float16', 'codebook'\), got 'bf16'"):
         CompressedLayer("fc1", "linear", (2, 2), [1.0], [0], [0], None, 1, 1, bias_dtype="bf16")
 
 
@@ -280,7 +280,7 @@ def _golden_parts() -> tuple[dict[str, Any], list[bytes]]:
         (lambda h: h["layers"][0]["index"].update(coder="lz"), r"layer 'c' index: expected 'coder' in \('raw', 'huffman', 'rans'\), got 'lz'"),
         (lambda h: h["layers"][0]["codes"].update(bytes=10**9), r"expected 'bytes' in 0\.\."),
         (lambda h: h.pop("model"), "missing"),
-        (lambda h: h["layers"][1].update(bias="f8"), r"expected 'bias' in \('f4', 'f2'\), got 'f8'"),
+        (lambda h: h["layers"][1].update(bias="f8"), r"expected 'bias' in \('f4', 'f2', 'q'\), got 'f8'"),
         (lambda h: h["layers"][1].update(extra=1), r"unknown \['extra'\]"),
         (lambda h: h["layers"].append(dict(h["layers"][0])), "expected unique layer and extra names"),
         (lambda h: h["layers"][0].update(kind="rnn"), "expected 'kind' in"),

@@ -253,3 +253,22 @@ def test_runs_that_differ_only_in_quantization_share_the_pruning_stage(workdir: 
 
 def asdict_stage(stage: object) -> tuple[object, ...]:
     return (stage.stage, stage.accuracy, stage.details)  # type: ignore[attr-defined]
+
+
+def test_shared_biases_take_fewer_bytes_and_decode_exactly(workdir: Path, idx_dir: Path) -> None:
+    path = write_config(workdir, "bias.toml")
+    path.write_text(path.read_text() + "bias_bits = 3\n")  # appended to the [encode] table, the config's last
+    cfg = load_config(path)
+    assert cfg.encode.bias_bits == 3 and cfg.to_dict()["encode"]["bias_bits"] == 3
+    out = workdir / "bias.dcz"
+    result = compress_config(cfg, out, data_dir=str(idx_dir), progress=False, log=lambda _: None)
+    layers = load_compressed(out).layers
+    assert all(layer.bias_dtype == "codebook" and np.unique(layer.bias).size <= 8 for layer in layers)
+    plain = compress_config(load_config(write_config(workdir, "bias_plain.toml")), workdir / "bias_plain.dcz",
+                            data_dir=str(idx_dir), progress=False, log=lambda _: None)
+    saved = plain.report["file_bytes"] - result.report["file_bytes"]
+    assert saved > 2 * (300 + 100 + 10) - (3 * 410 / 8 + 3 * 16) - 64  # float16 biases -> 3-bit indices + values
+    assert "bias_bits" not in load_config(write_config(workdir, "plain_again.toml")).to_dict()["encode"]
+    with pytest.raises(ConfigError, match="encode.bias_bits: expected an integer in 1..8 or none, got 9"):
+        path.write_text(path.read_text().replace("bias_bits = 3", "bias_bits = 9"))
+        load_config(path)

@@ -22,7 +22,9 @@ import numpy as np
 
 from deepcompress.handlers import known_kinds
 
-BIAS_DTYPES = ("float32", "float16")
+BIAS_DTYPES = ("float32", "float16", "codebook")
+MAX_BIAS_VALUES = 256
+"""Most distinct values of a bias stored as a ``"codebook"``."""
 EXTRA_DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 """numpy dtypes an uncompressed tensor may have (a bfloat16 tensor is widened to float32, exactly)."""
 
@@ -55,7 +57,9 @@ class CompressedLayer:
         attrs: layer hyper-parameters needed to run it (conv ``stride``, ``padding``, ...).
         bias_dtype: how the file stores the bias: ``"float32"`` or ``"float16"`` (half the bytes;
             the float32 ``bias`` must then hold float16 values exactly, so decoding stays bit-exact;
-            a layer without a bias reads back as ``"float32"``).
+            a layer without a bias reads back as ``"float32"``), or ``"codebook"``: its at most 256
+            distinct values, each float16-exact, stored once and indexed in a few bits (a bias
+            weight-shared like the weights, see ``EncodeConfig.bias_bits``).
     """
 
     name: str
@@ -121,14 +125,18 @@ class CompressedLayer:
             raise ValueError(f"{where}: expected bias shape ({self.shape[0]},), got {self.bias.shape}")
         if self.bias_dtype not in BIAS_DTYPES:
             raise ValueError(f"{where}: expected bias_dtype in {BIAS_DTYPES}, got {self.bias_dtype!r}")
-        if self.bias_dtype == "float16" and self.bias is not None:
+        if self.bias_dtype in ("float16", "codebook") and self.bias is not None:
             with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf: not exact
                 exact = self.bias.astype(np.float16).astype(np.float32).view(np.uint32) == self.bias.view(np.uint32)
             if not exact.all():
                 raise ValueError(
-                    f"{where}: bias_dtype 'float16' needs a bias exactly representable in float16, but "
+                    f"{where}: bias_dtype {self.bias_dtype!r} needs a bias exactly representable in float16, but "
                     f"{int((~exact).sum())} values are not; round it first: bias.astype(np.float16).astype(np.float32)"
                 )
+
+        if self.bias_dtype == "codebook" and self.bias is not None and np.unique(self.bias).size > MAX_BIAS_VALUES:
+            raise ValueError(f"{where}: bias_dtype 'codebook' holds at most {MAX_BIAS_VALUES} distinct values, got "
+                             f"{np.unique(self.bias).size}; share the bias first (EncodeConfig.bias_bits)")
 
     def dense_weight(self) -> np.ndarray:
         """The decoded dense float32 weight: ``codebook[codes]`` at ``positions``, zero elsewhere."""

@@ -46,15 +46,20 @@ class EncodeConfig:
     measured after the rounding), ``"float32"`` keeps them exact. ``extras_dtype``: ``"float16"``
     does the same for every floating-point tensor stored as-is (BatchNorm parameters and statistics,
     layers left uncompressed; 39% of MobileNetV3-Small's file at float32); ``"float32"`` (the default)
-    stores them exactly.
+    stores them exactly. ``bias_bits``: weight-share each compressed layer's bias into at most
+    ``2**bias_bits`` float16 values, stored once with a ``bias_bits``-bit index per bias
+    (:func:`deepcompress.quantize.export.share_biases_`; ``None``, the default: biases as ``value_dtype``).
     """
 
     index_bits: int | str | Mapping[str, int] = "auto"
     coder: str = "auto"
     value_dtype: str = "float16"
     extras_dtype: str = "float32"
+    bias_bits: int | None = None
 
     def __post_init__(self) -> None:
+        if self.bias_bits is not None:
+            check_int(self.bias_bits, "encode.bias_bits", minimum=1, maximum=8, expected="an integer in 1..8 or none")
         if self.coder not in CODERS:
             raise ConfigError(f"encode.coder: expected one of {list(CODERS)}, got {self.coder!r}")
         for key in ("value_dtype", "extras_dtype"):
@@ -67,7 +72,10 @@ class EncodeConfig:
 
     def to_dict(self) -> dict[str, Any]:
         index_bits = dict(self.index_bits) if isinstance(self.index_bits, Mapping) else self.index_bits
-        return {"index_bits": index_bits, "coder": self.coder, "value_dtype": self.value_dtype, "extras_dtype": self.extras_dtype}
+        out = {"index_bits": index_bits, "coder": self.coder, "value_dtype": self.value_dtype, "extras_dtype": self.extras_dtype}
+        if self.bias_bits is not None:  # left out when unset, so configs written before it compare equal
+            out["bias_bits"] = self.bias_bits
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "EncodeConfig":

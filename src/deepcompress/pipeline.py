@@ -47,6 +47,7 @@ from deepcompress.quantize import (
     quantization_report,
     quantize_,
     quantized_layers,
+    share_biases_,
     stored_as_is,
     strip_quantization_,
 )
@@ -430,6 +431,8 @@ def write_verified(
     model.cpu().eval()
     if cfg.encode.value_dtype == "float16":
         round_values_to_half_(model)
+    if cfg.encode.bias_bits is not None:
+        share_biases_(model, cfg.encode.bias_bits)
     builtin = arch is not None and arch.get("source") == "builtin" and not arch.get("kwargs")
     name = arch["name"] if arch is not None and arch.get("source") == "builtin" else type(model).__name__
     compressed = export_compressed(model, name, index_bits=choose_index_bits(cfg.encode.index_bits),
@@ -439,7 +442,8 @@ def write_verified(
     file_score = score(model) if score is not None else None
     compressed.metadata = file_metadata(dataset, reference_score, file_score, cfg.checkpoint)
     for layer in compressed.layers:
-        layer.bias_dtype = cfg.encode.value_dtype if layer.bias is not None else "float32"
+        shared = cfg.encode.bias_bits is not None
+        layer.bias_dtype = ("codebook" if shared else cfg.encode.value_dtype) if layer.bias is not None else "float32"
         if cfg.encode.index_bits == "auto":
             layer.index_bits = best_index_bits(layer.positions, layer.numel, coder=cfg.encode.coder)
     save(compressed, out, coder=cfg.encode.coder)

@@ -31,7 +31,7 @@ DECODE_THREADS = 2
 """Layers decode on this many threads when numba (which releases the GIL) is installed."""
 
 _CODERS = tuple(c.value for c in Coder if c is not Coder.AUTO)
-_LAYER_KEYS = ({"name", "kind", "shape", "wbits", "ibits", "nnz", "k", "cb", "index", "codes"}, {"attrs", "bias"})
+_LAYER_KEYS = ({"name", "kind", "shape", "wbits", "ibits", "nnz", "k", "cb", "index", "codes"}, {"attrs", "bias", "bk"})
 _STREAM_KEYS = {"index": {"coder", "count", "bytes"}, "codes": {"coder", "bytes"}}
 _HEADER = spec.PREAMBLE.size
 
@@ -168,7 +168,14 @@ def _check_layer(layer: Any, i: int, size: int) -> tuple[str, list[tuple[str, in
     if "bias" in layer:
         if not shape:
             _bad(f"{where}: a bias needs a weight of at least one dimension")
-        lengths.append(shape[0] * _itemsize(_choice(layer, "bias", tuple(spec.FLOAT_DTYPES), where)))
+        dtype = _choice(layer, "bias", (*spec.FLOAT_DTYPES, "q"), where)
+        if dtype == "q":
+            distinct = _int(layer, "bk", 1, min(spec.MAX_BIAS_CODEBOOK, shape[0]), where)
+            lengths.append(spec.bias_bytes(distinct, shape[0]))
+        else:
+            lengths.append(shape[0] * _itemsize(dtype))
+    if "bk" in layer and layer.get("bias") != "q":
+        _bad(f"{where}: 'bk' belongs to a bias stored as 'q', got bias {layer.get('bias')!r}")
     symbols = 0
     for stream, lo, hi in (("index", nnz, nnz + numel // (2**ibits - 1)), ("codes", nnz, nnz)):
         entry = _get(layer, stream, dict, where)
@@ -257,12 +264,29 @@ def _floats(data: memoryview, section: Section, dtype: str, shape: tuple[int, ..
     return np.frombuffer(raw, dtype=spec.FLOAT_DTYPES[dtype]).astype(np.float32).reshape(shape)
 
 
+def _shared_bias(data: memoryview, section: Section, distinct: int, count: int) -> np.ndarray:
+    """A ``"q"`` bias: ``distinct`` float16 values, then ``count`` packed indices (docs/FORMAT.md)."""
+    raw = np.frombuffer(data[section.offset : section.offset + section.length], dtype=np.uint8)
+    values = raw[: 2 * distinct].view("<f2").astype(np.float32)
+    width = spec.bias_code_bits(distinct)
+    bits = np.unpackbits(raw[2 * distinct :], bitorder="little")[: count * width].reshape(count, width)
+    codes = (bits.astype(np.int64) << np.arange(width)).sum(axis=1)
+    if codes.size and int(codes.max()) >= distinct:
+        raise FormatError(f"bias index {int(codes.max())} is past its {distinct} values", section=section.name, offset=section.offset)
+    return values[codes]
+
+
 def _decode_layer(data: memoryview, layout: Layout, entry: dict[str, Any]) -> CompressedLayer:
     name, shape = entry["name"], tuple(entry["shape"])
     unit = spec.layer_unit(name)
     secs = [layout.sections[spec.section_name(unit, p)] for p in spec.layer_parts("bias" in entry)]
     codebook = _floats(data, secs[0], entry["cb"], (entry["k"],))
-    bias = _floats(data, secs[1], entry["bias"], (shape[0],)) if "bias" in entry else None
+    if "bias" not in entry:
+        bias = None
+    elif entry["bias"] == "q":
+        bias = _shared_bias(data, secs[1], entry["bk"], shape[0])
+    else:
+        bias = _floats(data, secs[1], entry["bias"], (shape[0],))
     index_sec, codes_sec = secs[-2], secs[-1]
 
     def stream(sec: Section, key: str, count: int) -> np.ndarray:

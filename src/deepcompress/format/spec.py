@@ -55,8 +55,22 @@ EXTRA_DTYPES = {"f4": "<f4", "f2": "<f2", "f8": "<f8", "i8": "<i8", "i4": "<i4",
 every extra is stored exactly in its own dtype; the reader widens ``f2`` to float32, as for codebooks."""
 EXTRA_DTYPE_OF = {"float32": "f4", "float64": "f8", "int64": "i8", "int32": "i4", "int16": "i2", "int8": "i1", "uint8": "u1", "bool": "b1", "float16": "f2"}
 """numpy dtype name of an extra -> its stored dtype."""
-BIAS_DTYPE_CODES = {"float32": "f4", "float16": "f2"}
-"""``CompressedLayer.bias_dtype`` -> the header's ``bias`` value."""
+BIAS_DTYPE_CODES = {"float32": "f4", "float16": "f2", "codebook": "q"}
+"""``CompressedLayer.bias_dtype`` -> the header's ``bias`` value. ``"q"`` (version 2): the bias's ``bk``
+distinct values as float16, then each bias's index into them in ``bias_code_bits(bk)`` bits, packed
+least significant bit first and padded to a whole byte."""
+MAX_BIAS_CODEBOOK = 256
+"""Most distinct values of a ``"q"`` bias (``bk``)."""
+
+
+def bias_code_bits(distinct: int) -> int:
+    """Bits per index of a ``"q"`` bias with ``distinct`` values (0 when there is one: nothing to store)."""
+    return max(0, (distinct - 1).bit_length())
+
+
+def bias_bytes(distinct: int, count: int) -> int:
+    """Bytes of a ``"q"`` bias section: ``distinct`` float16 values and ``count`` packed indices."""
+    return 2 * distinct + (count * bias_code_bits(distinct) + 7) // 8
 
 MAX_HEADER_BYTES = 4 * 2**20
 """Largest header, stored or inflated (a deflate bomb stops here); json then needs a few tens of MiB at most."""

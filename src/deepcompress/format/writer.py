@@ -26,6 +26,17 @@ def _floats(array: np.ndarray, dtype: str) -> bytes:
     return np.ascontiguousarray(array, dtype=spec.FLOAT_DTYPES[dtype]).tobytes()
 
 
+def _shared_bias(bias: np.ndarray) -> tuple[int, bytes]:
+    """A ``"q"`` bias section (docs/FORMAT.md): its distinct float16 values and the packed index of each bias.
+
+    Packed by hand with numpy because no library packs arbitrary-width fields this simply; the layout is
+    fixed-width, so the reader needs only the value count."""
+    values, codes = np.unique(bias, return_inverse=True)
+    width = spec.bias_code_bits(values.size)
+    bits = ((codes.astype(np.uint16)[:, None] >> np.arange(width, dtype=np.uint16)) & 1).astype(np.uint8)
+    return int(values.size), _floats(values, "f2") + np.packbits(bits.reshape(-1), bitorder="little").tobytes()
+
+
 def _codebook_dtype(codebook: np.ndarray) -> str:
     """``"f2"`` when every centroid survives float16 bit for bit (e.g. a codebook rounded to fp16)."""
     with np.errstate(over="ignore", invalid="ignore"):
@@ -49,7 +60,11 @@ def _layer(layer: CompressedLayer, coder: Coder) -> tuple[dict[str, Any], bytes]
     parts = [_floats(layer.codebook, cb_dtype)]
     if layer.bias is not None:
         entry["bias"] = spec.BIAS_DTYPE_CODES[layer.bias_dtype]
-        parts.append(_floats(layer.bias, entry["bias"]))
+        if entry["bias"] == "q":
+            entry["bk"], blob = _shared_bias(layer.bias)
+            parts.append(blob)
+        else:
+            parts.append(_floats(layer.bias, entry["bias"]))
     entry["index"] = {"coder": index_coder.value, "count": int(index_symbols.size), "bytes": len(index_blob)}
     entry["codes"] = {"coder": codes_coder.value, "bytes": len(codes_blob)}
     return entry, b"".join(parts + [index_blob, codes_blob])
@@ -111,6 +126,7 @@ def _version(header: dict[str, Any]) -> int:
     newer = "tied" in header or "arch" in header
     newer = newer or any(layer["kind"] not in spec.V1_KINDS for layer in header["layers"])
     newer = newer or any("dtype" in extra for extra in header.get("extras", []))
+    newer = newer or any(layer.get("bias") == "q" for layer in header["layers"])
     return spec.VERSION if newer else 1
 
 

@@ -7,7 +7,7 @@ from deepcompress.quantize.apply import (
     strip_quantization_,
 )
 from deepcompress.quantize.auto import bits_scan, choose_bits, plan_bits
-from deepcompress.quantize.export import export_compressed, stored_as_is
+from deepcompress.quantize.export import export_compressed, share_biases_, stored_as_is
 from deepcompress.quantize.config import CentroidInit, GradReduction, QuantizeConfig
 from deepcompress.quantize.init import density_init, forgy_init, init_centroids, kmeanspp_init, linear_init
 from deepcompress.quantize.kmeans import KMeans1D
@@ -32,6 +32,7 @@ __all__ = [
     "quantization_report",
     "quantize_",
     "quantized_layers",
+    "share_biases_",
     "stored_as_is",
     "strip_quantization_",
 ]
