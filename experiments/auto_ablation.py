@@ -24,7 +24,8 @@ config file itself:
    a one-shot drop);
 7. ``distill``: retraining and centroid fine-tuning learn the dense reference's softened scores too;
 8. ``joint-bits``: bits narrowed one at a time, measured with every layer quantized;
-9. ``optimal-init``: globally optimal 1-D k-means (dynamic programming) instead of linear initialisation.
+9. ``optimal-init``: globally optimal 1-D k-means (dynamic programming) instead of linear initialisation;
+10. ``shared-biases``: each layer's biases weight-shared into a few float16 values (``encode.bias_bits``).
 
 Each row reports file bytes, ratio and test error, and the change against the row before, against
 the paper's reference error. Resumable: a finished variant whose recorded config matches is reused,
@@ -98,6 +99,7 @@ FRONTIER: list[tuple[str, str, Any]] = [
     ("joint-bits", "bits narrowed one at a time with every layer quantized", lambda c: c["quantize"].pop("bits_plan", None)),
     ("optimal-init", "optimal 1-D k-means (dynamic programming) instead of linear init",
      lambda c: c["quantize"].update(init="linear")),
+    ("shared-biases", "biases weight-shared too (encode.bias_bits)", lambda c: c["encode"].pop("bias_bits", None)),
 ]
 
 
