@@ -25,7 +25,9 @@ config file itself:
 7. ``distill``: retraining and centroid fine-tuning learn the dense reference's softened scores too;
 8. ``joint-bits``: bits narrowed one at a time, measured with every layer quantized;
 9. ``optimal-init``: globally optimal 1-D k-means (dynamic programming) instead of linear initialisation;
-10. ``shared-biases``: each layer's biases weight-shared into a few float16 values (``encode.bias_bits``).
+10. ``shared-biases``: each layer's biases weight-shared into a few float16 values (``encode.bias_bits``);
+11. ``dead-units``: units pruning emptied are removed every round (their constant output folded into the
+    next layer), and units with fewer than ``prune.min_unit_weights`` weights emptied before retraining.
 
 Each row reports file bytes, ratio and test error, and the change against the row before, against
 the paper's reference error. Resumable: a finished variant whose recorded config matches is reused,
@@ -100,6 +102,8 @@ FRONTIER: list[tuple[str, str, Any]] = [
     ("optimal-init", "optimal 1-D k-means (dynamic programming) instead of linear init",
      lambda c: c["quantize"].update(init="linear")),
     ("shared-biases", "biases weight-shared too (encode.bias_bits)", lambda c: c["encode"].pop("bias_bits", None)),
+    ("dead-units", "emptied units removed every round, units under prune.min_unit_weights emptied",
+     lambda c: [c["prune"].pop(key, None) for key in ("remove_dead", "min_unit_weights")]),
 ]
 
 

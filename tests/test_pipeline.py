@@ -272,3 +272,23 @@ def test_shared_biases_take_fewer_bytes_and_decode_exactly(workdir: Path, idx_di
     with pytest.raises(ConfigError, match="encode.bias_bits: expected an integer in 1..8 or none, got 9"):
         path.write_text(path.read_text().replace("bias_bits = 3", "bias_bits = 9"))
         load_config(path)
+
+
+def test_remove_dead_cleans_up_emptied_units_and_is_recorded(workdir: Path, idx_dir: Path) -> None:
+    path = write_config(workdir, "dead.toml")
+    path.write_text(path.read_text().replace("lr_factor = 0.2", "lr_factor = 0.2\nremove_dead = true\nmin_unit_weights = 3"))
+    cfg = load_config(path)
+    assert cfg.prune.remove_dead and cfg.to_dict()["prune"]["min_unit_weights"] == 3
+    assert "remove_dead" not in load_config(write_config(workdir, "alive.toml")).to_dict()["prune"]
+    out = workdir / "dead.dcz"
+    result = compress_config(cfg, out, data_dir=str(idx_dir), progress=False, log=lambda _: None)
+    prune = {s.stage: s for s in result.stages}["prune"].details
+    assert all("dead_units" in r for r in prune["rounds"]) and set(prune["dead_units"]["skipped"]) == {"fc3"}  # the output layer
+    assert sum(r["dead_units"]["weights_freed"] for r in prune["rounds"]) > 0  # units under 3 weights were emptied
+    fc1 = {layer.name: layer for layer in load_compressed(out).layers}["fc1"].dense_weight().reshape(300, 784)
+    fc2 = {layer.name: layer for layer in load_compressed(out).layers}["fc2"].dense_weight().reshape(100, 300)
+    unread = ~(fc2 != 0).any(axis=0)
+    assert not (fc1[unread] != 0).any()  # no weight is kept in a unit nothing reads
+    with pytest.raises(ConfigError, match="prune.min_unit_weights: expected remove_dead = true"):
+        path.write_text(path.read_text().replace("remove_dead = true\n", ""))
+        load_config(path)

@@ -330,6 +330,8 @@ def _prune(model: nn.Module, cfg: PipelineConfig, task: Task, runner: Runner) ->
             pending = prune_round_(model, prune_cfg, round_index, task.score, plan)
             if plan is not None:
                 pending["plan"] = plan.rounds[round_index]
+            if prune_cfg.remove_dead:
+                pending["dead_units"] = _remove_dead(model, task, prune_cfg.min_unit_weights)
             runner.checkpoint(model, prune={"history": history, "pending": pending})
         _train(model, cfg, task, runner, f"round{round_index}", prune_cfg.epochs_per_round,
                cfg.train.lr * prune_cfg.lr_factor, cfg.seed + round_index, prune_cfg.weight_decay,
@@ -338,7 +340,28 @@ def _prune(model: nn.Module, cfg: PipelineConfig, task: Task, runner: Runner) ->
         pending = None
         runner.checkpoint(model, prune={"history": history})
         runner.log(f"[prune] round {round_index + 1}/{prune_cfg.rounds}: kept {history[-1]['kept_pct']:.2f}% of the weights")
-    return {"rounds": history, "sparsity": sparsity_report(model)}
+    details: dict[str, Any] = {"rounds": history}
+    if prune_cfg.remove_dead:
+        details["dead_units"] = _remove_dead(model, task, 0)  # exact: nothing retrains after it
+    return {**details, "sparsity": sparsity_report(model)}
+
+
+def _remove_dead(model: nn.Module, task: Task, min_weights: int) -> dict[str, Any]:
+    """``remove_dead_units_`` traced on one training input; its report without the per-layer detail."""
+    from deepcompress.prune import remove_dead_units_
+    from deepcompress.train import eval_batches, split_batch
+
+    inputs, _ = split_batch(next(iter(eval_batches(task.train, 1))))
+    if not isinstance(inputs, torch.Tensor):
+        raise ConfigError(f"prune.remove_dead: expected tensor inputs to trace the model with, got {type(inputs).__name__}")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        report = remove_dead_units_(model, inputs[:1].to(device), min_weights=min_weights)
+    finally:
+        model.train(was_training)
+    return {key: report[key] for key in ("units_removed", "weights_freed", "skipped")}
 
 
 def _quantize(model: nn.Module, cfg: PipelineConfig, task: Task, runner: Runner) -> dict[str, Any]:

@@ -25,6 +25,12 @@
     validation accuracy, so it runs through :func:`iterative_prune_` with a ``plan`` (the pipeline
     builds one).
 
+* ``remove_dead`` -- after every round's pruning and once more after the last retraining, units
+  (neurons, filters) that pruning emptied are removed exactly (their constant output folded into
+  the next layer's bias, see :func:`deepcompress.prune.dead.remove_dead_units_`) and units no
+  weight reads are emptied; ``min_unit_weights`` N > 0 first empties units with fewer than N
+  surviving weights (before retraining, which recovers it).
+
 * ``bias`` -- ``"keep"``: biases are never pruned, as in the paper (its tables count weights only).
   This is the only policy; it is explicit so that configs say so.
 
@@ -142,6 +148,8 @@ class PruneConfig:
     max_sparsity: float = 0.99
     recovery: float = 1.0
     scan_fractions: tuple[float, ...] | None = None
+    remove_dead: bool = False
+    min_unit_weights: int = 0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -177,6 +185,11 @@ class PruneConfig:
         check_int(self.epochs_per_round, "prune.epochs_per_round", minimum=0)
         check_number(self.lr_factor, "prune.lr_factor", minimum=0, maximum=1, open_min=True)
         set_(self, "weight_decay", check_number(self.weight_decay, "prune.weight_decay", minimum=0))
+        if not isinstance(self.remove_dead, bool):
+            raise ConfigError(f"prune.remove_dead: expected true or false, got {self.remove_dead!r}")
+        check_int(self.min_unit_weights, "prune.min_unit_weights", minimum=0)
+        if self.min_unit_weights and not self.remove_dead:
+            raise ConfigError("prune.min_unit_weights: expected remove_dead = true with it (it empties units for that clean-up)")
         if not isinstance(self.adjust_dropout, bool):
             raise ConfigError(f"prune.adjust_dropout: expected true or false, got {self.adjust_dropout!r}")
 
@@ -207,6 +220,9 @@ class PruneConfig:
             elif isinstance(value, tuple):
                 value = list(value)
             out[f.name] = value
+        for name in ("remove_dead", "min_unit_weights"):  # left out when off, so configs written before them compare equal
+            if not out[name]:
+                del out[name]
         return out
 
     @classmethod
