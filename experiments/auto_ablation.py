@@ -23,11 +23,14 @@ config file itself:
 6. ``recovery``: a round may spend ``prune.recovery`` times the tolerance left (retraining wins back most of
    a one-shot drop);
 7. ``distill``: retraining and centroid fine-tuning learn the dense reference's softened scores too;
-8. ``joint-bits``: bits narrowed one at a time, measured with every layer quantized;
-9. ``optimal-init``: globally optimal 1-D k-means (dynamic programming) instead of linear initialisation;
-10. ``shared-biases``: each layer's biases weight-shared into a few float16 values (``encode.bias_bits``);
-11. ``dead-units``: units pruning emptied are removed every round (their constant output folded into the
-    next layer), and units with fewer than ``prune.min_unit_weights`` weights emptied before retraining.
+8. ``shared-biases``: each layer's biases weight-shared into a few float16 values (``encode.bias_bits``);
+9. ``dead-units``: units pruning emptied are removed every round (their constant output folded into the
+   next layer), and units with fewer than ``prune.min_unit_weights`` weights emptied before retraining;
+10. ``joint-bits``: bits narrowed one at a time, measured with every layer quantized;
+11. ``optimal-init``: globally optimal 1-D k-means (dynamic programming) instead of linear initialisation.
+
+An option the frontier config leaves off is still measured, on top of the config (``NAME (not kept)``
+rows): that is how an option shows it did not earn its place.
 
 Each row reports file bytes, ratio and test error, and the change against the row before, against
 the paper's reference error. Resumable: a finished variant whose recorded config matches is reused,
@@ -94,42 +97,52 @@ def variants(
     return out
 
 
-#: The frontier ladder's options, in the order they are turned on: (name, what it does, how to turn it off).
-FRONTIER: list[tuple[str, str, Any]] = [
-    ("recovery", "a round may spend prune.recovery x the tolerance left", lambda c: c["prune"].pop("recovery", None)),
-    ("distill", "knowledge distillation from the dense reference while retraining", lambda c: c.pop("distill", None)),
-    ("joint-bits", "bits narrowed one at a time with every layer quantized", lambda c: c["quantize"].pop("bits_plan", None)),
-    ("optimal-init", "optimal 1-D k-means (dynamic programming) instead of linear init",
-     lambda c: c["quantize"].update(init="linear")),
-    ("shared-biases", "biases weight-shared too (encode.bias_bits)", lambda c: c["encode"].pop("bias_bits", None)),
+#: The frontier ladder's options, in the order they are turned on: (name, what it does, how to turn it off,
+#: how to turn it on where the frontier config leaves it off).
+FRONTIER: list[tuple[str, str, Any, Any]] = [
+    ("recovery", "a round may spend prune.recovery x the tolerance left", lambda c: c["prune"].pop("recovery", None),
+     lambda c: c["prune"].update(recovery=4.0)),
+    ("distill", "knowledge distillation from the dense reference while retraining", lambda c: c.pop("distill", None),
+     lambda c: c.update(distill={"temperature": 4.0, "alpha": 0.7})),
+    ("shared-biases", "biases weight-shared too (encode.bias_bits)", lambda c: c["encode"].pop("bias_bits", None),
+     lambda c: c["encode"].update(bias_bits=5)),
     ("dead-units", "emptied units removed every round, units under prune.min_unit_weights emptied",
-     lambda c: [c["prune"].pop(key, None) for key in ("remove_dead", "min_unit_weights")]),
+     lambda c: [c["prune"].pop(key, None) for key in ("remove_dead", "min_unit_weights")],
+     lambda c: c["prune"].update(remove_dead=True, min_unit_weights=4)),
+    ("joint-bits", "bits narrowed one at a time with every layer quantized", lambda c: c["quantize"].pop("bits_plan", None),
+     lambda c: c["quantize"].update(bits_plan="joint")),
+    ("optimal-init", "optimal 1-D k-means (dynamic programming) instead of linear init",
+     lambda c: c["quantize"].update(init="linear"), lambda c: c["quantize"].update(init="optimal")),
 ]
 
 
 def frontier_variants(frontier: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
     """``{name: (what changed, config dict)}``: the frontier config with every option off, then one more on
-    per rung; options the config does not use are skipped."""
-    used = []
-    for name, what, turn_off in FRONTIER:
+    per rung, the last rung being the config itself; then each option the config leaves off, tried on top
+    of it (``"NAME (not kept)"``: options that did not earn their place in the config)."""
+    used, unused = [], []
+    for option in FRONTIER:
         probe = copy.deepcopy(frontier)
-        turn_off(probe)
-        if probe != frontier:
-            used.append((name, what, turn_off))
+        option[2](probe)
+        (used if probe != frontier else unused).append(option)
     out: dict[str, tuple[str, dict[str, Any]]] = {}
     for rung in range(len(used) + 1):
         data = copy.deepcopy(frontier)
-        for _, _, turn_off in used[rung:]:
-            turn_off(data)
+        for option in used[rung:]:
+            option[2](data)
         name, what = ("honest-auto", "automatic sparsity and bits, reference and choices on separate images") if rung == 0 \
             else used[rung - 1][:2]
         out[name] = (what, data)
+    for name, what, _, turn_on in unused:
+        data = copy.deepcopy(frontier)
+        turn_on(data)
+        out[f"{name} (not kept)"] = (f"{what}, on top of the row above the first 'not kept' row", data)
     return out
 
 
 def run_variant(name: str, data: dict[str, Any], out_dir: Path, stem: str, progress: bool) -> dict[str, Any]:
     """Compress one variant (or reuse its finished report when the config matches)."""
-    out = out_dir / f"{stem}_{name}.dcz"
+    out = out_dir / f"{stem}.dcz"
     cfg = PipelineConfig.from_dict(data, base_dir=ROOT / "configs")
     report_path = out.with_suffix(".json")
     if out.is_file() and report_path.is_file():
@@ -209,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, (what, data) in ladder.items():
         if args.only and name not in args.only:
             continue
-        rows.append(summarize(name, what, run_variant(name, data, runs_dir, config_stem, not args.tiny)))
+        file_stem = f"{config_stem}_{name.replace(' (not kept)', '-not-kept')}"
+        rows.append(summarize(name, what, run_variant(name, data, runs_dir, file_stem, not args.tiny)))
         previous = rows[-2] if len(rows) > 1 else None
         bought = f", {rows[-1]['ratio'] / previous['ratio']:.2f}x the ratio of {previous['variant']}" if previous else ""
         print(f"{name}: {rows[-1]['file_bytes']} B, {rows[-1]['ratio']:.1f}x, error {100 * rows[-1]['error']:.2f}%{bought}")
