@@ -45,16 +45,16 @@ def test_frontier_ladder_turns_one_option_on_per_rung_and_shares_pruning(tmp_pat
     )
     rows = json.loads((tmp_path / "ablation_lenet300_mnist_frontier.json").read_text())["variants"]
     names = [row["variant"] for row in rows]
-    assert names == ["honest-auto", "recovery", "distill", "shared-biases", "dead-units", "joint-bits (not kept)",
+    assert names == ["honest-auto", "recovery", "distill", "shared-biases", "dead-units (not kept)", "joint-bits (not kept)",
                      "optimal-init (not kept)"]
     files = {name: tmp_path / "ablation" / f"lenet300_mnist_frontier_{name.replace(' (not kept)', '-not-kept')}.json" for name in names}
     configs = {name: json.loads(path.read_text())["config"] for name, path in files.items()}
     assert "distill" not in configs["recovery"] and configs["distill"]["distill"]["temperature"] > 0
     assert configs["honest-auto"]["prune"]["recovery"] == 1.0 and configs["recovery"]["prune"]["recovery"] > 1.0
     assert "bias_bits" not in configs["distill"]["encode"] and configs["shared-biases"]["encode"]["bias_bits"] == 5
-    assert configs["dead-units"]["prune"]["remove_dead"] and "remove_dead" not in configs["shared-biases"]["prune"]
+    assert configs["dead-units (not kept)"]["prune"]["remove_dead"] and "remove_dead" not in configs["shared-biases"]["prune"]
     assert configs["joint-bits (not kept)"]["quantize"]["bits_plan"] == "joint"
-    assert configs["joint-bits (not kept)"]["prune"] == configs["dead-units"]["prune"]  # on top of the config itself
+    assert configs["joint-bits (not kept)"]["prune"] == configs["shared-biases"]["prune"]  # on top of the config itself
     assert configs["optimal-init (not kept)"]["quantize"]["init"] == "optimal"
     assert "shared-biases: [prune] reused from" in done.stdout  # differs from the distill rung only in [encode]
     assert "joint-bits (not kept): [prune] reused from" in done.stdout
