@@ -240,7 +240,8 @@ def ladder_table(run: dict) -> list[str]:
             f"| {row['variant']} | {row['change']} | {kept} | {bits} | {row['file_bytes']:,} B | {row['ratio']:.1f}x | "
             f"{versus} | {100 * row['error']:.2f}% | {seconds} |"
         )
-        previous = row
+        if not row["variant"].endswith("(not kept)"):  # options left out are each compared with the config itself
+            previous = row
     return lines
 
 
