@@ -7,6 +7,7 @@ images). The published points are numbers as their papers report them, none from
 (Han et al. 2016, Table 1), soft weight-sharing (Ullrich et al. 2017) and Bayesian compression (Louizos
 et al. 2017), the latter two computed with a bit-count formula. The dashed line is the paper's reference
 error (the dense Caffe models'); points left of it are at least as accurate as the paper's starting point.
+A ``*`` marks a frontier option measured but not kept in the config.
 
 Run: ``python experiments/fig_frontier.py`` (reads experiments/results/ablation_*.json, writes
 experiments/results/frontier.png and frontier.json).
@@ -40,6 +41,8 @@ PUBLISHED: dict[str, list[dict[str, Any]]] = {
     ],
 }
 REFERENCE_ERROR = {"lenet300": 1.64, "lenet5": 0.80}
+TARGETS = {"lenet300": 200, "lenet5": 300}
+"""Issue 17's ratio targets at or below the paper's reference error."""
 TITLES = {"lenet300": "LeNet-300-100 / MNIST", "lenet5": "LeNet-5 / MNIST"}
 
 
@@ -57,7 +60,7 @@ def our_points(results: Path, model: str) -> list[dict[str, Any]]:
 
 
 def plot(points: dict[str, list[dict[str, Any]]], path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.2))
     for ax, model in zip(axes, ("lenet300", "lenet5")):
         for ladder, marker, color in (("paper", "o", "tab:blue"), ("frontier", "*", "tab:red")):
             rows = [p for p in points[model] if p["ladder"] == ladder]
@@ -66,18 +69,20 @@ def plot(points: dict[str, list[dict[str, Any]]], path: Path) -> None:
                 ax.scatter([p["error"] for p in rows], [p["ratio"] for p in rows], marker=marker, s=90 if marker == "*" else 40,
                            color=color, label=label, zorder=3)
                 for p in rows:
-                    ax.annotate(p["variant"], (p["error"], p["ratio"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+                    ax.annotate(p["variant"].replace(" (not kept)", "*"), (p["error"], p["ratio"]), fontsize=6, xytext=(4, 2),
+                                textcoords="offset points")
         for p in PUBLISHED[model]:
             label = p["method"] + (" (formula)" if p["formula"] else " (reported)")
             ax.scatter([p["error"]], [p["ratio"]], marker="s" if p["formula"] else "D", facecolors="none", edgecolors="k", s=60)
             ax.annotate(label, (p["error"], p["ratio"]), fontsize=7, xytext=(4, -10), textcoords="offset points")
         ax.axvline(REFERENCE_ERROR[model], color="gray", ls="--", lw=1, label="paper's reference error")
+        ax.axhline(TARGETS[model], color="tab:green", ls=":", lw=1, label=f"target {TARGETS[model]}x")
         ax.set_yscale("log")
         ax.set_xlabel("test error (%)")
         ax.set_ylabel("compression ratio (dense fp32 bytes / file bytes)")
         ax.set_title(TITLES[model])
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -253,7 +253,8 @@ def frontier() -> list[str]:
         "",
         ("References trained on the first 55,000 training images only (`deepcompress train NAME --dataset D --limit 55000`), "
          "so the last 5,000, on which every automatic choice is made, are images they never saw. Each ladder starts from "
-         "the frontier config with every new option off and turns one more on per row; the last row is the config file. "
+         "the frontier config with every new option off and turns one more on per row, the last of these being the "
+         "config file; rows marked `(not kept)` try an option the config leaves off, on top of the config. "
          "Ratios from the files' bytes, errors on the full 10,000-image test set. "
          "Plot (ours beside the published points): `python experiments/fig_frontier.py` -> `experiments/results/frontier.png`."),
         "",
