@@ -82,7 +82,7 @@ def test_from_dict_names_unknown_keys() -> None:
     assert str(info.value) == (
         "prune: unknown keys ['alpha', 'bogus']; allowed keys are ['method', 'quality', 'sparsity', 'types', "
         "'patterns', 'ignore', 'bias', 'rounds', 'epochs_per_round', 'lr_factor', 'weight_decay', 'adjust_dropout', "
-        "'ramp', 'budget', 'tolerance', 'max_sparsity', 'recovery', 'scan_fractions']"
+        "'ramp', 'budget', 'tolerance', 'max_sparsity', 'recovery', 'scan_fractions', 'remove_dead', 'min_unit_weights']"
     )
 
 
