@@ -1,6 +1,7 @@
 """Print the README's benchmark section as Markdown, straight from benchmarks/results/*.json.
 
-Run ``python benchmarks/summarize.py`` after any benchmark and paste its output into the README;
+Run ``python benchmarks/summarize.py`` after any benchmark and paste its output into the README
+(``--inference`` prints the tables of results/inference.json instead);
 tests/test_readme.py checks that the README quotes exactly what this prints.
 """
 
@@ -20,7 +21,7 @@ def fc_section() -> list[str]:
     fc = load("fc.json")
     lines = [
         "**Fully connected layers at the paper's densities** (Table 8; synthetic weights, 5-bit codebooks,",
-        f"cold cache; `make bench-fc`; {fc['threads']} threads; read bandwidth {fc['read_bandwidth_gbs']:.1f} GB/s;",
+        f"cold cache; `make bench-fc`; {_threads(fc['threads'])} threads; read bandwidth {fc['read_bandwidth_gbs']:.1f} GB/s;",
         f"load average {fc['load_average_1min']['before']:.2f} before, {fc['load_average_1min']['after']:.2f} after). Microseconds per",
         "input; speedup of ours (the backend `auto` picks: `simd` = the AVX-512 C kernel) over the fastest dense",
         "baseline run in the same process; `ours (numba)` is the portable kernel, same run:",
@@ -45,6 +46,53 @@ def fc_section() -> list[str]:
         f"(slowest {summary['batch64_min_speedup']:.2f}x). Largest relative error of any kernel against dense: "
         f"{summary['max_relative_error']:.1e}.",
     ]
+    return lines
+
+
+def _threads(threads: int | dict) -> int:
+    """Threads of a results file: one number (older files) or per library (the extension's pool first)."""
+    return threads if isinstance(threads, int) else threads.get("extension", max(threads.values()))
+
+
+def inference_section(result: dict | None = None) -> list[str]:
+    """The fc layers and whole networks of benchmarks/inference.py (results/inference.json)."""
+    result = result or load("inference.json")
+    m = result["machine"]
+    l3 = max(m["caches_bytes"].values()) >> 20 if m["caches_bytes"] else "?"
+    fc = result["fc"]
+    lines = [
+        f"**Inference from the compressed form** (`python benchmarks/inference.py`; {m['cpu']}, {m['cores']} cores, "
+        f"L3 {l3} MiB, {_threads(result['threads'])} threads, read bandwidth {result['read_bandwidth_gbs']:.1f} GB/s, "
+        f"load average {fc['load_average_1min']['before']:.2f} before). Cold-cache medians, microseconds per input;",
+        "speedups over the fastest dense baseline (torch or numpy) of the same run; `previous` is the packed CSR",
+        "kernel (gathers) on the same thread pool; bandwidth = bytes read / time / measured read bandwidth:",
+        "",
+        "| layer | batch | dense | ours (format) | speedup | warm | paper (CPU) | previous | numba | bandwidth |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in fc["results"]:
+        cold = {k: v["median"] for k, v in r["cold_us"].items()}
+        prev = f"{r['dense_us'] / cold['ours_csr']:.2f}x" if "ours_csr" in cold else "-"
+        numba = f"{r['dense_us'] / cold['ours_numba']:.2f}x" if "ours_numba" in cold else "-"
+        paper = f"{r['paper_cpu_speedup_batch1']:.2f}x" if r["batch"] == 1 else "-"
+        lines.append(
+            f"| {r['layer']} | {r['batch']} | {r['dense_us']:.0f} | {r['ours_us']:.0f} ({r['format']}) | "
+            f"{r['speedup']:.2f}x | {r['speedup_warm']:.2f}x | {paper} | {prev} | {numba} | "
+            f"{100 * r['ours_bandwidth_fraction']:.0f}% |"
+        )
+    s = fc["summary"]
+    lines += [
+        "",
+        f"Geometric mean: batch 1 **{s['batch1_geomean_speedup']:.2f}x** (slowest {s['batch1_min_speedup']:.2f}x), "
+        f"batch 64 {s['batch64_geomean_speedup']:.2f}x (slowest {s['batch64_min_speedup']:.2f}x).",
+        "",
+        "| network (batch 1) | dense | torch CSR | ours | speedup cold | warm |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in result["networks"]:
+        c = n["cold_us"]
+        lines.append(f"| {n['network']} | {c['dense']:.0f} | {c['csr_torch']:.0f} | {c['ours']:.0f} | "
+                     f"{n['speedup_cold']:.2f}x | {n['speedup_warm']:.2f}x |")
     return lines
 
 
@@ -131,6 +179,11 @@ def latency_section() -> list[str]:
 
 
 def main() -> None:
+    import sys
+
+    if sys.argv[1:] == ["--inference"]:
+        print("\n".join(inference_section()))
+        return
     print("\n".join(fc_section() + [""] + scale_section() + coding_section() + kmeans_section() + latency_section()))
 
 

@@ -31,11 +31,13 @@ def test_fc_benchmark_structure_and_errors(quick_result: dict, tmp_path) -> None
             assert key in row
         assert set(row["cold_us"]) == set(row["warm_us"]) == set(row["bytes"]) == set(KERNELS)
         assert row["backend"] == quick_result["backends_available"][0]  # auto takes the fastest there is
-        assert row["bytes"]["ours"] == row["bytes"]["ours_numba"]  # same packed layout
+        assert row["bytes"]["ours_csr"] == row["bytes"]["ours_numba"]  # same packed layout
+        assert row["format"] in ("csr", "sliced", "dense") and (row["batch"] == 1 or row["format"] == "csr")
         assert row["speedup"] == pytest.approx(row["dense_us"] / row["ours_us"])
-        assert row["bytes"]["ours"] < row["bytes"]["csr_scipy"] < row["bytes"]["dense_numpy"]
+        assert row["bytes"]["ours_csr"] < row["bytes"]["csr_scipy"] < row["bytes"]["dense_numpy"]
+        assert row["bytes"]["ours"] < row["bytes"]["dense_numpy"] and 0 < row["ours_bandwidth_fraction"]
         assert max(row["relative_error"].values()) < 1e-5
-    assert quick_result["threads"] >= 1 and set(quick_result["load_average_1min"]) == {"before", "after"}
+    assert min(quick_result["threads"].values()) >= 1 and set(quick_result["load_average_1min"]) == {"before", "after"}
     machine = quick_result["machine"]
     assert machine["cores"] >= 1 and "numpy" in machine["versions"] and machine["threads"]["torch"] >= 1
     assert quick_result["read_bandwidth_gbs"] > 0
@@ -84,3 +86,27 @@ def test_energy_estimate_lenet300_and_lenet5() -> None:
     conv1 = next(l for l in conv["per_layer"] if l["layer"] == "conv1")
     assert conv1["applications"] == 24 * 24
     assert conv["dense"]["adds"] == 500 * 576 + 25000 * 64 + 400000 + 5000
+
+
+def test_inference_benchmark_structure() -> None:
+    """fc layers and whole networks in one run: every variant timed cold and warm, outputs agree."""
+    from pathlib import Path
+
+    from deepcompress.perf.networks import VARIANTS, run_inference_benchmark
+
+    root = Path(__file__).resolve().parents[1]
+    result = run_inference_benchmark(root, ("lenet300", "vgg16_classifier"), quick=True)
+    assert result["machine"]["cpu"] and result["read_bandwidth_gbs"] > 0 and result["fc"]["results"]
+    assert [n["network"] for n in result["networks"]] == ["lenet300", "vgg16_classifier"]
+    for row in result["networks"]:
+        assert set(row["cold_us"]) == set(row["warm_us"]) == set(VARIANTS)
+        assert row["speedup_cold"] == pytest.approx(row["cold_us"]["dense"] / row["cold_us"]["ours"])
+        assert max(row["max_abs_diff"].values()) < 1e-3
+    assert set(result["networks"][0]["formats"]) == {"fc1", "fc2", "fc3"}
+    json.dumps(result)
+    import runpy
+
+    lines = runpy.run_path(str(root / "benchmarks" / "summarize.py"))["inference_section"](result)
+    assert sum(line.startswith("| lenet300 |") or line.startswith("| vgg16_classifier |") for line in lines) == 2
+    with pytest.raises(ConfigError, match=r"unknown networks \['alexnet'\]"):
+        run_inference_benchmark(root, ("alexnet",), quick=True)

@@ -16,6 +16,7 @@ from deepcompress.errors import ConfigError
 from deepcompress.runtime import Backend, PackedCodebookCSR, SparseCodebookConv2d, SparseCodebookLinear, kernels
 from deepcompress.runtime import available_backends, simd
 from deepcompress.runtime.dispatch import resolve
+from deepcompress.runtime.plan import Format, bind, layout_for
 from test_runtime import random_layer, use_backend
 
 needs_simd = pytest.mark.skipif(not kernels.HAVE_SIMD, reason="AVX-512 extension not built or CPU lacks AVX-512")
@@ -68,41 +69,53 @@ def test_simd_all_zero_layer(batch: int) -> None:
     assert torch.equal(got, expected)  # only the bias is left
 
 
+@pytest.fixture
+def eager_pool():
+    """Let every product large enough for the pool wake its workers (they otherwise stay asleep below
+    ~4M multiply-adds, so tests would never leave the calling thread); restore the settings after."""
+    before_threads = simd.num_threads()
+    before_wake = simd.LIB.set_wake_min_work(0)
+    yield
+    simd.LIB.set_wake_min_work(before_wake)
+    simd.set_num_threads(before_threads)
+
+
 @needs_simd
-@pytest.mark.parametrize("batch", [1, 64])
-def test_simd_threaded_row_split_matches(batch: int) -> None:
-    """A product above PARALLEL_MIN_WORK runs in nnz-balanced row chunks on numba's threads."""
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_simd_threaded_chunks_match(threads: int, eager_pool: None) -> None:
+    """Products above the extension's PARALLEL_MIN_WORK run in nnz-balanced chunks on 1-3 threads:
+    every batch-1 layout on the pool, the batch-64 product, and a direct convolution."""
     rng = np.random.default_rng(8)
     rows, cols = 300, 3000
-    density = kernels.PARALLEL_MIN_WORK / (rows * cols) * 1.5
-    positions = np.flatnonzero(rng.random(rows * cols) < density * (np.arange(rows * cols) // cols % 3))
+    positions = np.flatnonzero(rng.random(rows * cols) < 0.2 * (np.arange(rows * cols) // cols % 3))
     layer = random_layer((rows, cols), 0, rng, positions=positions)  # uneven rows, every third one empty
-    assert layer.nnz >= kernels.PARALLEL_MIN_WORK
-    got, expected = linear_pair(layer, batch, rng, "simd")
+    assert layer.nnz >= 2 * 65536
+    simd.set_num_threads(threads)
+    assert simd.num_threads() == threads
+    dense, bias = torch.from_numpy(layer.dense_weight()), torch.from_numpy(layer.bias)
+    packed = PackedCodebookCSR.from_layer(layer)
+    x = rng.standard_normal(cols).astype(np.float32)
+    for fmt in (Format.CSR, Format.SLICED, Format.DENSE):
+        kernel = bind(fmt, layout_for(fmt, packed), layer.bias, parallel=True)
+        for _ in range(3):  # repeated calls reuse the spinning workers
+            out = np.full(rows, np.nan, dtype=np.float32)
+            kernel(x.ctypes.data, out.ctypes.data)
+            torch.testing.assert_close(torch.from_numpy(out), F.linear(torch.from_numpy(x), dense, bias),
+                                       rtol=1e-4, atol=1e-4, msg=fmt.value)
+    module = SparseCodebookLinear.from_compressed(layer, dense_batch=None, backend="simd")
+    xb = torch.from_numpy(rng.standard_normal((64, cols)).astype(np.float32))
+    torch.testing.assert_close(module(xb), F.linear(xb, dense, bias), rtol=1e-4, atol=1e-4)
+    conv = random_layer((96, 32, 3, 3), 0.5, rng, kind="conv2d", weight_bits=8, name="conv")
+    image = torch.from_numpy(rng.standard_normal((1, 32, 30, 30)).astype(np.float32))
+    got = SparseCodebookConv2d.from_compressed(conv, padding=(1, 1), backend="simd")(image)
+    expected = F.conv2d(image, torch.from_numpy(conv.dense_weight()), torch.from_numpy(conv.bias), padding=1)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
 @needs_simd
-def test_row_splits_balance_nonzeros() -> None:
-    rng = np.random.default_rng(9)
-    packed = PackedCodebookCSR.from_layer(random_layer((50, 5000), 0.1, rng))
-    splits = kernels._row_splits(packed.ptr, packed.n_blocks, packed.rows, 4)
-    assert splits[0] == 0 and splits[-1] == packed.rows and np.all(np.diff(splits) >= 0)
-    per_chunk = np.diff(packed.ptr[:: packed.n_blocks][splits])
-    assert per_chunk.sum() == packed.nnz and per_chunk.max() - per_chunk.min() <= 2 * 5000 * 0.15
-
-
-@needs_simd
-def test_simd_row_range_writes_only_its_rows() -> None:
-    rng = np.random.default_rng(10)
-    layer = random_layer((20, 300), 0.3, rng)
-    p = PackedCodebookCSR.from_layer(layer)
-    x = rng.standard_normal(300).astype(np.float32)
-    out = np.full(20, np.nan, dtype=np.float32)
-    simd.LIB.dc_spmv(p.ptr.ctypes.data, p.words.ctypes.data, p.codebook.ctypes.data, p.n_blocks, p.code_bits,
-                     p.col_bits, x.ctypes.data, out.ctypes.data, 5, 12)
-    assert np.isnan(out[:5]).all() and np.isnan(out[12:]).all()
-    np.testing.assert_allclose(out[5:12], layer.dense_weight()[5:12] @ x, rtol=1e-5, atol=1e-5)
+def test_thread_count_errors() -> None:
+    with pytest.raises(ValueError, match="expected 1 to 256 threads, got 0"):
+        simd.set_num_threads(0)
 
 
 @pytest.mark.parametrize("batch", [1, 3, 64])
@@ -190,3 +203,32 @@ def test_package_runs_when_extension_is_missing(tmp_path) -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout.strip().splitlines()[-1]) < 1e-4
+
+
+def _child_product(conn, kernel_args) -> None:  # type: ignore[no-untyped-def]
+    """Run in a forked child: the pool's workers did not survive the fork, so it must start new ones."""
+    kernel, x, rows = kernel_args
+    out = np.empty(rows, dtype=np.float32)
+    kernel(x.ctypes.data, out.ctypes.data)
+    conn.send(out)
+
+
+@needs_simd
+def test_pool_works_after_fork(eager_pool: None) -> None:
+    import multiprocessing
+
+    rng = np.random.default_rng(14)
+    layer = random_layer((200, 3000), 0.3, rng)
+    packed = PackedCodebookCSR.from_layer(layer)
+    kernel = bind(Format.SLICED, layout_for(Format.SLICED, packed), layer.bias, parallel=True)
+    x = rng.standard_normal(3000).astype(np.float32)
+    simd.set_num_threads(2)
+    expected = np.empty(200, dtype=np.float32)
+    kernel(x.ctypes.data, expected.ctypes.data)  # the parent's workers are running now
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_child_product, args=(child, (kernel, x, 200)))
+    proc.start()
+    assert parent.poll(60), "the forked child hung in the thread pool"
+    np.testing.assert_array_equal(parent.recv(), expected)
+    proc.join(10)

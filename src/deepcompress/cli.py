@@ -199,6 +199,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from deepcompress.perf.fc import run_fc_benchmark
 
         result = run_fc_benchmark(quick=args.quick)
+    elif args.what == "inference":
+        from deepcompress.perf.networks import run_inference_benchmark
+
+        result = run_inference_benchmark(Path.cwd(), quick=args.quick)
     else:
         from deepcompress.perf.scale import run_scale_benchmark
 
@@ -267,8 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sensitivity)
 
-    p = sub.add_parser("bench", help="benchmarks: fc (paper Table 8 layers) or scale (AlexNet/VGG-16 pipeline)")
-    p.add_argument("what", choices=["fc", "scale"])
+    p = sub.add_parser("bench", help="benchmarks: fc (paper Table 8 layers), inference (fc layers and whole "
+                       "networks from the compressed form; run in the repository) or scale (AlexNet/VGG-16 pipeline)")
+    p.add_argument("what", choices=["fc", "inference", "scale"])
     p.add_argument("--model", default="vgg16", help="for scale: alexnet or vgg16")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for smoke tests")
     p.add_argument("--json", action="store_true", help="compact JSON on one line")

@@ -4,9 +4,12 @@ Weights are synthetic (normal), pruned by magnitude to the paper's densities and
 linearly spaced codebook (paper section 3.2's linear initialisation, without fine-tuning: speed does
 not depend on the centroid values). Each layer is timed, interleaved in one process, as: dense torch
 ``F.linear``, dense numpy (OpenBLAS) ``matmul``, pruned fp32 CSR in scipy and in torch, and ours
-(:class:`SparseCodebookLinear`, 2 bytes per weight) on the backend ``auto`` picks (``simd``: the
-AVX-512 kernel where built) and, for comparison, on ``numba``. The headline is the cold-cache median
-speedup of ours over the fastest dense routine; see the README's Benchmarks section.
+(:class:`SparseCodebookLinear`) on the backend ``auto`` picks (``simd``: the C extension where built,
+whose batch-1 layout -- csr, sliced or dense codes -- is chosen per layer by measurement when the
+layer is built, and recorded in the row's ``format``) and, so progress shows, on the previous kernels:
+``ours_csr`` (the packed CSR layout of :mod:`deepcompress.runtime.packed`, on the extension's pool)
+and ``ours_numba`` (the portable numba kernel). The headline is the cold-cache median speedup of ours
+over the fastest dense routine; see the README's Benchmarks section and docs/INFERENCE.md.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from deepcompress.perf.machine import (
 )
 from deepcompress.compressed import CompressedLayer
 from deepcompress.errors import ConfigError
-from deepcompress.runtime import Backend, SparseCodebookLinear, available_backends, kernels
+from deepcompress.runtime import Backend, SparseCodebookLinear, available_backends, kernels, simd
 from deepcompress.runtime.dispatch import resolve
 
 # name: (out, in, kept fraction, paper CPU batch-1 speedup of sparse over dense, Table 8)
@@ -43,8 +46,9 @@ PAPER_LAYERS: dict[str, tuple[int, int, float, float]] = {
     "vgg16_fc8": (1000, 4096, 0.23, 1.00),
 }
 DENSE_KERNELS = ("dense_torch", "dense_numpy")
-# "ours" runs on the backend "auto" picks; "ours_numba" is the numba kernel, timed when numba is there.
-KERNELS = DENSE_KERNELS + ("csr_scipy", "csr_torch", "ours", "ours_numba")
+# "ours" runs on the backend "auto" picks; "ours_csr" is the packed CSR layout on the C extension (timed
+# when it is built), "ours_numba" the numba kernel (timed when numba is there).
+KERNELS = DENSE_KERNELS + ("csr_scipy", "csr_torch", "ours", "ours_csr", "ours_numba")
 
 
 def synthetic_layer(name: str, out: int, inp: int, density: float, rng: np.random.Generator) -> CompressedLayer:
@@ -72,6 +76,7 @@ def _kernels(layer: CompressedLayer, batch: int) -> tuple[dict[str, Callable[[],
     dense_t = torch.from_numpy(dense)
     module = SparseCodebookLinear.from_compressed(layer)
     numba_module = SparseCodebookLinear.from_compressed(layer, backend=Backend.NUMBA) if kernels.HAVE_NUMBA else None
+    csr_module = SparseCodebookLinear.from_compressed(layer, backend=Backend.SIMD, format="csr") if kernels.HAVE_SIMD else None
     crow, col, values = module.packed.csr_arrays()
     csr_scipy = scipy.sparse.csr_matrix(
         (values, col.astype(np.int32), crow.astype(np.int32)), shape=layer.shape
@@ -82,7 +87,9 @@ def _kernels(layer: CompressedLayer, batch: int) -> tuple[dict[str, Callable[[],
             torch.from_numpy(crow), torch.from_numpy(col), torch.from_numpy(values), size=layer.shape,
             check_invariants=False,
         )
-    state: dict = {"batch": batch, "in": layer.shape[1], "backend": resolve(module.backend, module.packed).value}
+    state: dict = {"batch": batch, "in": layer.shape[1], "backend": resolve(module.backend, module.packed).value,
+                   "format": module.format.value if module.format is not None else None,
+                   "format_us": module.format_us}
     calls: dict[str, Callable[[], object]] = {
         "dense_torch": lambda: F.linear(state["x_t"], dense_t),
         "dense_numpy": (lambda: dense @ state["x_col"]) if batch == 1 else (lambda: state["x"] @ dense.T),
@@ -92,15 +99,20 @@ def _kernels(layer: CompressedLayer, batch: int) -> tuple[dict[str, Callable[[],
     }
     if numba_module is not None:
         calls["ours_numba"] = lambda: numba_module(state["x_t"])
+    if csr_module is not None:
+        calls["ours_csr"] = lambda: csr_module(state["x_t"])
+    ours_bytes = module._layout.nbytes if batch == 1 and module._layout is not None else module.packed.nbytes
     nbytes = {
         "dense_torch": dense.nbytes,
         "dense_numpy": dense.nbytes,
         "csr_scipy": values.nbytes + 4 * (col.size + crow.size),
         "csr_torch": values.nbytes + 8 * (col.size + crow.size),
-        "ours": module.packed.nbytes,
+        "ours": ours_bytes,
     }
     if numba_module is not None:
         nbytes["ours_numba"] = numba_module.packed.nbytes
+    if csr_module is not None:
+        nbytes["ours_csr"] = csr_module.packed.nbytes
     return calls, nbytes, state
 
 
@@ -140,10 +152,19 @@ def _time(calls: dict[str, Callable[[], object]], repeats: int, flush: Callable[
         for i in rng.permutation(len(names)):
             if flush is not None:
                 flush()
+                yield_cpu()
             start = time.perf_counter()
             calls[names[i]]()
             samples[names[i]].append(time.perf_counter() - start)
     return samples
+
+
+def yield_cpu() -> None:
+    """Give up the CPU between a cache flush and the timed call: on a shared machine the flush uses up
+    the time slice and the call would otherwise absorb the wait for the next one (measured: LeNet-5,
+    ~250 us warm, took 7 ms "cold" at load average 10). Fair to every kernel, and the cache stays cold."""
+    if hasattr(os, "sched_yield"):
+        os.sched_yield()
 
 
 def _stats(seconds: list[float], batch: int) -> dict[str, float]:
@@ -195,7 +216,9 @@ def run_fc_benchmark(
             cold = _time(calls, repeats, flusher, rng)
             warm = _time(calls, repeats, None, rng)
             rows.append(_row(name, out, inp, density, paper_speedup, int(batch), layer.nnz, nbytes,
-                             cold, warm, errors, bandwidth) | {"backend": state["backend"]})
+                             cold, warm, errors, bandwidth)
+                        | {"backend": state["backend"], "format": state["format"] if batch == 1 else "csr",
+                           "format_us": state["format_us"]})
     return {
         "benchmark": "fc (paper Table 8)",
         "units": "microseconds per input; bytes; GB/s = 1e9 bytes/s",
@@ -206,7 +229,7 @@ def run_fc_benchmark(
                       f"(2x the {llc >> 20} MiB last-level cache)",
         "numba": kernels.HAVE_NUMBA,
         "backends_available": available_backends(),
-        "threads": kernels.num_threads(),
+        "threads": {"extension": simd.num_threads(), "numba": kernels.num_threads(), "torch": torch.get_num_threads()},
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "read_bandwidth_gbs": bandwidth / 1e9,
         "machine": machine_info(threads_info),
@@ -240,6 +263,7 @@ def _row(name: str, out: int, inp: int, density: float, paper: float, batch: int
         "warm_us": warm_s,
         "bytes": nbytes,
         "achieved_gbs": {k: (nbytes[k] + io_bytes) / batch / (cold_s[k]["median"] * 1e-6) / 1e9 for k in cold_s},
+        "ours_bandwidth_fraction": (nbytes["ours"] + io_bytes) / (ours_us * 1e-6 * batch) / bandwidth,
         "floor_us": floor_us,
         "dense_floor_us": dense_floor_us,
         "ours_over_floor": ours_us / floor_us,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from deepcompress.jit import numba
-from deepcompress.runtime import kernels
+from deepcompress.runtime import kernels, simd
 
 
 def cache_sizes() -> dict[str, int]:
@@ -55,8 +55,9 @@ def cpu_model() -> str:
 
 
 def set_threads(n: int) -> dict[str, object]:
-    """Use ``n`` threads in torch, numba and numpy's BLAS; return what each reports afterwards."""
+    """Use ``n`` threads in torch, numba, the C extension's pool and numpy's BLAS; return what each reports afterwards."""
     torch.set_num_threads(n)
+    simd.set_num_threads(n)
     if numba is not None:
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     blas: object = "unknown (threadpoolctl not installed)"
@@ -71,7 +72,8 @@ def set_threads(n: int) -> dict[str, object]:
         ]
     except ImportError:
         pass
-    return {"torch": torch.get_num_threads(), "numba": kernels.num_threads(), "blas": blas}
+    return {"torch": torch.get_num_threads(), "numba": kernels.num_threads(), "extension": simd.num_threads(),
+            "blas": blas}
 
 
 def machine_info(threads: dict[str, object]) -> dict[str, object]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from deepcompress.choices import Choice
 from deepcompress.errors import ConfigError
-from deepcompress.runtime import kernels, simd
+from deepcompress.runtime import kernels
 from deepcompress.runtime.packed import PackedCodebookCSR
 
 
@@ -26,10 +26,19 @@ class Backend(Choice):
     TORCH = "torch"
 
 
+def simd_accepts(packed: PackedCodebookCSR) -> bool:
+    """Whether the C kernels take this layout: uint16 words (codebooks of <= 256 entries) and int32
+    block pointers (fewer than 2**31 nonzeros). Wider layouts run on the numba kernels."""
+    return (
+        packed.words.dtype == np.uint16 and packed.ptr.dtype == np.int32
+        and packed.words.flags.c_contiguous and packed.ptr.flags.c_contiguous
+    )
+
+
 def resolve(backend: str | Backend, packed: PackedCodebookCSR) -> Backend:
     """The concrete backend that runs ``packed`` for the request ``backend``."""
     chosen = Backend.parse(backend, "backend")
-    simd_ok = kernels.HAVE_SIMD and simd.accepts(packed.ptr, packed.words)
+    simd_ok = kernels.HAVE_SIMD and simd_accepts(packed)
     if chosen is Backend.AUTO:
         return Backend.SIMD if simd_ok else Backend.NUMBA if kernels.HAVE_NUMBA else Backend.TORCH
     if chosen is Backend.SIMD and not kernels.HAVE_SIMD:
@@ -53,25 +62,17 @@ def available_backends() -> list[str]:
     return names + ([Backend.NUMBA.value] if kernels.HAVE_NUMBA else []) + [Backend.TORCH.value]
 
 
-# The kernels behind each compiled backend: (batch 1, batch > 1).
-_KERNELS = {
-    Backend.SIMD: (kernels.simd_spmv, kernels.simd_spmm),
-    Backend.NUMBA: (kernels.spmv, kernels.spmm),
-}
-
-
-def _product(backend: Backend, batched: bool, packed: PackedCodebookCSR, x: np.ndarray, out: np.ndarray) -> None:
-    if backend not in _KERNELS:
-        raise ValueError(f"expected backend 'simd' or 'numba' from resolve(), got {backend!r}")
-    kernel = _KERNELS[backend][batched]
-    kernel(packed.ptr, packed.words, packed.codebook, packed.n_blocks, packed.code_bits, packed.col_bits, x, out)
-
-
 def spmv(backend: Backend, packed: PackedCodebookCSR, x: np.ndarray, out: np.ndarray) -> None:
-    """``out = W @ x`` for contiguous float32 ``x (cols,)`` and ``out (rows,)`` on ``simd`` or ``numba``."""
-    _product(backend, False, packed, x, out)
+    """``out = W @ x`` for contiguous float32 ``x (cols,)`` and ``out (rows,)`` on ``numba``.
+
+    (The ``simd`` backend's kernels are bound once per layer: see :mod:`deepcompress.runtime.plan`.)"""
+    if backend is not Backend.NUMBA:
+        raise ValueError(f"expected backend 'numba', got {backend!r}")
+    kernels.spmv(packed.ptr, packed.words, packed.codebook, packed.n_blocks, packed.code_bits, packed.col_bits, x, out)
 
 
 def spmm(backend: Backend, packed: PackedCodebookCSR, x: np.ndarray, out: np.ndarray) -> None:
-    """``out = W @ x`` for C-contiguous float32 ``x (cols, n)`` and ``out (rows, n)`` on ``simd`` or ``numba``."""
-    _product(backend, True, packed, x, out)
+    """``out = W @ x`` for C-contiguous float32 ``x (cols, n)`` and ``out (rows, n)`` on ``numba``."""
+    if backend is not Backend.NUMBA:
+        raise ValueError(f"expected backend 'numba', got {backend!r}")
+    kernels.spmm(packed.ptr, packed.words, packed.codebook, packed.n_blocks, packed.code_bits, packed.col_bits, x, out)

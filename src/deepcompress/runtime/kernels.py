@@ -1,5 +1,5 @@
-"""numba kernels that multiply by a :class:`PackedCodebookCSR` matrix without decoding it, and the
-numba threads that run the AVX-512 kernels of :mod:`deepcompress.runtime.simd` on row ranges.
+"""numba kernels that multiply by a :class:`PackedCodebookCSR` matrix without decoding it (the portable
+backend; the AVX-512 kernels and their thread pool live in the C extension, :mod:`deepcompress.runtime.simd`).
 
 Hand-written with numba because no library kernel reads codebook indices: BLAS and sparse BLAS want
 fp32 values (the paper's section 5 notes this too: "BLAS libraries don't support indirect look-up and
@@ -8,8 +8,8 @@ codebook and multiplies by the input at that column. Large products split rows a
 ``prange``; small ones run on one thread, since waking a thread pool costs more than they take.
 
 numba is optional: :data:`HAVE_NUMBA` (from :mod:`deepcompress.jit`, the one place that imports
-numba) is ``False`` without it, the C kernels then run on one thread and, without those too, the
-layers in :mod:`deepcompress.runtime.layers` fall back to torch's sparse CSR product.
+numba) is ``False`` without it and, without the C extension too, the layers in
+:mod:`deepcompress.runtime.layers` fall back to torch's sparse CSR product.
 :mod:`deepcompress.runtime.dispatch` chooses among them.
 """
 
@@ -25,9 +25,6 @@ HAVE_SIMD: bool = simd.HAVE_SIMD
 # Below this many multiply-adds a product runs on one thread (measured: a parallel launch costs
 # tens of microseconds with an idle pool, far more on an oversubscribed machine).
 PARALLEL_MIN_WORK = 1 << 16
-# The C kernels split rows into this many chunks per thread, of about equal nonzeros each, so a thread
-# that finishes early (or was descheduled less) takes another.
-CHUNKS_PER_THREAD = 2
 
 if numba is not None:
 
@@ -106,76 +103,6 @@ if numba is not None:
         shift = np.uint32(code_bits)
         for r in range(out.shape[0]):
             _row_times(ptr, words, codebook, n_blocks, shift, mask, col_bits, x, out[r], r)
-
-
-    @numba.njit(cache=True, nogil=True)
-    def _row_splits(ptr, n_blocks, rows, chunks):  # type: ignore[no-untyped-def]
-        """``chunks + 1`` row boundaries that cut the nonzeros into nearly equal parts."""
-        row_start = ptr[::n_blocks]
-        total = row_start[rows]
-        splits = np.empty(chunks + 1, dtype=np.int64)
-        for c in range(chunks + 1):
-            splits[c] = np.searchsorted(row_start, total * c // chunks)
-        splits[chunks] = rows
-        return splits
-
-
-if numba is not None and simd.LIB is not None:
-    _c_spmv = simd.LIB.dc_spmv
-    _c_spmm = simd.LIB.dc_spmm
-
-    # Not cached: the compiled code holds the C functions' addresses, which change with every process.
-    @numba.njit(parallel=True, nogil=True)
-    def _simd_spmv_parallel(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out, chunks):  # type: ignore[no-untyped-def]
-        splits = _row_splits(ptr, n_blocks, out.shape[0], chunks)
-        for c in numba.prange(chunks):
-            _c_spmv(ptr.ctypes.data, words.ctypes.data, codebook.ctypes.data, n_blocks, code_bits, col_bits,
-                    x.ctypes.data, out.ctypes.data, splits[c], splits[c + 1])
-
-    @numba.njit(nogil=True)
-    def _simd_spmv_serial(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out):  # type: ignore[no-untyped-def]
-        _c_spmv(ptr.ctypes.data, words.ctypes.data, codebook.ctypes.data, n_blocks, code_bits, col_bits,
-                x.ctypes.data, out.ctypes.data, 0, out.shape[0])
-
-    @numba.njit(nogil=True)
-    def _simd_spmm_serial(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out):  # type: ignore[no-untyped-def]
-        _c_spmm(ptr.ctypes.data, words.ctypes.data, codebook.ctypes.data, n_blocks, code_bits, col_bits,
-                x.ctypes.data, out.shape[1], out.ctypes.data, 0, out.shape[0])
-
-    @numba.njit(parallel=True, nogil=True)
-    def _simd_spmm_parallel(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out, chunks):  # type: ignore[no-untyped-def]
-        splits = _row_splits(ptr, n_blocks, out.shape[0], chunks)
-        for c in numba.prange(chunks):
-            _c_spmm(ptr.ctypes.data, words.ctypes.data, codebook.ctypes.data, n_blocks, code_bits, col_bits,
-                    x.ctypes.data, out.shape[1], out.ctypes.data, splits[c], splits[c + 1])
-
-
-def simd_spmv(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out) -> None:  # type: ignore[no-untyped-def]
-    """:func:`spmv` on the AVX-512 kernel: over numba's threads when numba is there and the product is
-    large, else on this thread (through numba too: its call costs ~1 us, a ctypes call from Python ~10).
-    Needs :data:`HAVE_SIMD` and :func:`simd.accepts`."""
-    assert simd.LIB is not None and simd.accepts(ptr, words)
-    if HAVE_NUMBA and words.size >= PARALLEL_MIN_WORK:
-        _simd_spmv_parallel(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out,
-                            CHUNKS_PER_THREAD * num_threads())
-    elif HAVE_NUMBA:
-        _simd_spmv_serial(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out)
-    else:
-        simd.LIB.dc_spmv(ptr.ctypes.data, words.ctypes.data, codebook.ctypes.data, n_blocks, code_bits, col_bits,
-                         x.ctypes.data, out.ctypes.data, 0, out.shape[0])
-
-
-def simd_spmm(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out) -> None:  # type: ignore[no-untyped-def]
-    """:func:`spmm` on the AVX-512 kernel (threads as in :func:`simd_spmv`)."""
-    assert simd.LIB is not None and simd.accepts(ptr, words)
-    if HAVE_NUMBA and words.size * out.shape[1] >= PARALLEL_MIN_WORK:
-        _simd_spmm_parallel(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out,
-                            CHUNKS_PER_THREAD * num_threads())
-    elif HAVE_NUMBA:
-        _simd_spmm_serial(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out)
-    else:
-        simd.LIB.dc_spmm(ptr.ctypes.data, words.ctypes.data, codebook.ctypes.data, n_blocks, code_bits, col_bits,
-                         x.ctypes.data, out.shape[1], out.ctypes.data, 0, out.shape[0])
 
 
 def spmv(ptr, words, codebook, n_blocks, code_bits, col_bits, x, out) -> None:  # type: ignore[no-untyped-def]

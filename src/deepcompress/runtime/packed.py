@@ -83,6 +83,14 @@ class PackedCodebookCSR:
         codebook[: layer.codebook.size] = layer.codebook
         return cls(rows, cols, code_bits, col_bits, n_blocks, ptr, np.ascontiguousarray(words), codebook)
 
+    def coo(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(row, col, code)`` of every stored weight (int64 arrays, row-major order)."""
+        code_mask = (1 << self.code_bits) - 1
+        words = self.words.astype(np.int64)
+        slot = np.repeat(np.arange(self.rows * self.n_blocks, dtype=np.int64), np.diff(self.ptr))
+        row, block = np.divmod(slot, self.n_blocks)
+        return row, (block << self.col_bits) + (words >> self.code_bits), words & code_mask
+
     def csr_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Plain CSR ``(crow_indices, col_indices, values)`` with codebook-expanded fp32 values.
 

@@ -1,27 +1,25 @@
-"""The optional AVX-512 kernels of ``_simd.c``, loaded with ctypes (paper sections 2-3, Table 8).
+"""The optional C extension ``_simd.c``: AVX-512 kernels and the thread pool they run on.
 
 ``setup.py`` builds ``deepcompress.runtime._simd`` as an optional extension; where the compiler was
 missing, the build failed, or the CPU lacks AVX-512 F/BW/VL, :data:`HAVE_SIMD` is ``False`` and the
-runtime uses the numba kernels (then torch). The module is never imported: its file is opened with
-ctypes, because the kernels take raw pointers and a row range so that numba can call them from its
-own ``prange`` threads (numba calls ctypes functions in nopython mode without the GIL).
+runtime uses the numba kernels (then torch). The extension is an ordinary CPython module whose
+functions take integers (array addresses and sizes): a layer builds its argument tuple once, so a
+batch-1 call from ``forward`` to the kernel costs well under a microsecond of dispatch. Its threads
+live inside the extension (see the C file's header), not in numba or OpenMP.
 """
 
 from __future__ import annotations
 
-import ctypes
+import importlib
 import importlib.util
-
-import numpy as np
+import os
+from types import ModuleType
 
 EXTENSION = "deepcompress.runtime._simd"
 
-_U = ctypes.c_uint64  # pointers travel as integers (``arr.ctypes.data``) so numba can pass them
-_I = ctypes.c_int64
 
-
-def _load() -> ctypes.CDLL | None:
-    """The extension's shared library when it is built and this CPU runs it, else ``None``."""
+def _load() -> ModuleType | None:
+    """The extension module when it is built and this CPU runs it, else ``None``."""
     try:
         spec = importlib.util.find_spec(EXTENSION)
     except (ImportError, ValueError):
@@ -29,30 +27,25 @@ def _load() -> ctypes.CDLL | None:
     if spec is None or not spec.origin or not spec.has_location:
         return None
     try:
-        lib = ctypes.CDLL(spec.origin)
-    except OSError:
+        module = importlib.import_module(EXTENSION)
+    except ImportError:
         return None
-    lib.dc_simd_supported.argtypes = []
-    lib.dc_simd_supported.restype = ctypes.c_int
-    if not lib.dc_simd_supported():
+    if not module.supported():
         return None
-    # (ptr, words, codebook, n_blocks, code_bits, col_bits, x, out, r0, r1)
-    lib.dc_spmv.argtypes = [_U, _U, _U, _I, _I, _I, _U, _U, _I, _I]
-    lib.dc_spmv.restype = None
-    # (ptr, words, codebook, n_blocks, code_bits, col_bits, x, n, out, r0, r1)
-    lib.dc_spmm.argtypes = [_U, _U, _U, _I, _I, _I, _U, _I, _U, _I, _I]
-    lib.dc_spmm.restype = None
-    return lib
+    module.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    return module
 
 
-LIB = _load()
+LIB: ModuleType | None = _load()
 HAVE_SIMD: bool = LIB is not None
 
 
-def accepts(ptr: np.ndarray, words: np.ndarray) -> bool:
-    """Whether the C kernels take this layout: uint16 words (codebooks of <= 256 entries) and int32
-    block pointers (fewer than 2**31 nonzeros). Wider layouts run on the numba kernels."""
-    return (
-        words.dtype == np.uint16 and ptr.dtype == np.int32
-        and words.flags.c_contiguous and ptr.flags.c_contiguous
-    )
+def set_num_threads(n: int) -> None:
+    """Threads the extension's kernels use, the calling thread included (default: the usable CPUs)."""
+    if LIB is not None:
+        LIB.set_num_threads(int(n))
+
+
+def num_threads() -> int:
+    """Threads the extension's kernels use (1 without the extension)."""
+    return int(LIB.num_threads()) if LIB is not None else 1

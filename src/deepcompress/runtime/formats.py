@@ -1,0 +1,171 @@
+"""Two more in-memory layouts for batch-1 products, besides the packed CSR of :mod:`.packed`.
+
+Both are built from a :class:`PackedCodebookCSR` at load time and read by the C extension's kernels
+(``_simd.c``); which layout a layer runs on is chosen by measurement (:mod:`.plan`).
+
+* :class:`SlicedCodebook` removes the gathers that bound the CSR kernel. Rows are taken 16 at a time
+  (one per SIMD lane) and columns 64 at a time (a "slab", whose 64 inputs fit in four zmm registers).
+  Within a (group, slab) cell, vector ``k`` holds the ``k``-th nonzero of each of the 16 rows; rows
+  with fewer nonzeros in that cell get padding lanes (bit 15 set) that decode to 0.0. Each 16-bit
+  word is ``column_in_slab << code_field | code`` with a 5-bit code field (codebooks of <= 32
+  entries, the paper's fc setting) or a 6-bit one (<= 64). The input is fetched from registers with
+  ``vpermt2ps`` and 16 rows accumulate in one register, so nothing is gathered and nothing reduced
+  horizontally. Padding costs bytes: the cell takes as many vectors as its fullest row.
+* :class:`DenseCodes` stores every weight's code, a zero weight as one extra code that decodes to
+  0.0 (paper section 3's codebook plus a zero entry): 4 bits per weight when the codebook has <= 15
+  entries, else 8. Above roughly 20-25% density this reads fewer bytes than any index format (a
+  sparse word is 2 bytes per nonzero) and the inputs are read contiguously.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from deepcompress.runtime.packed import PackedCodebookCSR
+
+SLAB = 64
+PAD_BIT = 0x8000
+GROUP = 16
+
+
+@dataclass(frozen=True)
+class SlicedCodebook:
+    """A ``(rows, cols)`` matrix in 16-row x 64-column cells (see the module docstring).
+
+    Attributes:
+        rows, cols: the matrix shape.
+        wide: whether codes take 6 bits (codebooks of 33-64 entries) instead of 5.
+        n_slabs: ``ceil(cols / 64)``.
+        gptr: ``groups + 1`` int64 offsets (in 16-word vectors) of each row group's first vector.
+        counts: uint8 ``(groups, n_slabs)`` vectors per cell, cells of a group in column order.
+        words: uint16, 16 per vector, lane ``i`` for row ``16 * group + i``.
+        codebook: float32 centroids zero-padded to 64.
+    """
+
+    rows: int
+    cols: int
+    wide: bool
+    n_slabs: int
+    gptr: np.ndarray
+    counts: np.ndarray
+    words: np.ndarray
+    codebook: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the kernel reads for the weights: words, counts, group offsets and the codebook."""
+        return int(self.words.nbytes + self.counts.nbytes + self.gptr.nbytes + self.codebook.nbytes)
+
+    @property
+    def padding(self) -> float:
+        """Fraction of the words that are padding lanes."""
+        return float(np.count_nonzero(self.words & PAD_BIT) / max(self.words.size, 1))
+
+    @classmethod
+    def accepts(cls, packed: PackedCodebookCSR) -> bool:
+        """Whether ``packed``'s codebook fits (<= 64 entries)."""
+        return packed.code_bits <= 6
+
+    @classmethod
+    def from_packed(cls, packed: PackedCodebookCSR) -> "SlicedCodebook":
+        """Re-lay ``packed``; raises ``ValueError`` for codebooks of more than 64 entries."""
+        if not cls.accepts(packed):
+            raise ValueError(
+                f"the sliced layout takes codebooks of <= 64 entries (6 bits), got {packed.code_bits} bits; "
+                "use the 'csr' or 'dense' format"
+            )
+        rows, cols = packed.rows, packed.cols
+        wide = packed.code_bits == 6
+        field = 6 if wide else 5
+        groups = -(-rows // GROUP)
+        n_slabs = max(1, -(-cols // SLAB))
+        row, col, code = packed.coo()
+        cell = (row // GROUP) * n_slabs + col // SLAB
+        lane_key = cell * GROUP + (row % GROUP)  # (cell, lane); within a key, columns stay ascending
+        order = np.argsort(lane_key, kind="stable")
+        per_lane = np.bincount(lane_key, minlength=groups * n_slabs * GROUP)
+        vectors = per_lane.reshape(-1, GROUP).max(axis=1)  # per cell: its fullest row
+        cell_start = np.zeros(vectors.size + 1, dtype=np.int64)
+        np.cumsum(vectors, out=cell_start[1:])
+        key_start = np.zeros(per_lane.size + 1, dtype=np.int64)
+        np.cumsum(per_lane, out=key_start[1:])
+        sorted_key = lane_key[order]
+        rank = np.arange(sorted_key.size, dtype=np.int64) - key_start[sorted_key]
+        slot = (cell_start[sorted_key // GROUP] + rank) * GROUP + sorted_key % GROUP
+        words = np.full(int(cell_start[-1]) * GROUP, PAD_BIT, dtype=np.uint16)
+        words[slot] = ((col[order] % SLAB) << field) | code[order]
+        gptr = np.append(cell_start[:-1].reshape(groups, n_slabs)[:, 0] if groups else [], cell_start[-1])
+        codebook = np.zeros(64, dtype=np.float32)
+        codebook[: packed.codebook.size] = packed.codebook[:64]
+        return cls(rows, cols, wide, n_slabs, gptr.astype(np.int64), vectors.astype(np.uint8).reshape(groups, n_slabs),
+                   words, codebook)
+
+
+@dataclass(frozen=True)
+class DenseCodes:
+    """Every weight's code, ``zero_code`` (= the codebook size) where the weight is pruned.
+
+    Attributes:
+        rows, cols: the matrix shape.
+        nibble: 4-bit codes (two per byte; in each 32-weight chunk byte ``i`` holds weight ``i`` in its
+            low nibble and ``16 + i`` in its high one), else one byte per code.
+        stride: bytes per row.
+        codes: uint8 ``(rows, stride)``.
+        table: float32 codebook with 0.0 at ``zero_code``, zero-padded to at least 64 entries.
+        table_size: ``codebook size + 1``.
+    """
+
+    rows: int
+    cols: int
+    nibble: bool
+    stride: int
+    codes: np.ndarray
+    table: np.ndarray
+    table_size: int
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the kernel reads for the weights: the codes and the table."""
+        return int(self.codes.nbytes + self.table.nbytes)
+
+    @classmethod
+    def accepts(cls, packed: PackedCodebookCSR) -> bool:
+        """Whether the codes in use plus a zero code fit a byte."""
+        return _codes_used(packed) <= 255
+
+    @classmethod
+    def dense_bytes(cls, packed: PackedCodebookCSR) -> int:
+        """The bytes of ``packed``'s codes in this layout (to skip it where it cannot pay)."""
+        nibble = _codes_used(packed) + 1 <= 16
+        return packed.rows * (-(-packed.cols // 32) * 16 if nibble else packed.cols)
+
+    @classmethod
+    def from_packed(cls, packed: PackedCodebookCSR) -> "DenseCodes":
+        """Re-lay ``packed``; raises ``ValueError`` when the codebook plus a zero code exceeds 256."""
+        used = _codes_used(packed)
+        if used > 255:
+            raise ValueError(f"dense codes take codebooks of <= 255 entries, got {used}; use the 'csr' format")
+        zero = used
+        nibble = used + 1 <= 16
+        rows, cols = packed.rows, packed.cols
+        padded = -(-cols // 32) * 32 if nibble else cols
+        full = np.full((rows, padded), zero, dtype=np.uint8)
+        row, col, code = packed.coo()
+        full[row, col] = code.astype(np.uint8)
+        if nibble:
+            chunks = full.reshape(rows, padded // 32, 2, 16)
+            codes = (chunks[:, :, 0, :] | (chunks[:, :, 1, :] << 4)).reshape(rows, padded // 2)
+        else:
+            codes = full
+        table = np.zeros(max(64, used + 1), dtype=np.float32)
+        table[:used] = packed.codebook[:used]
+        return cls(rows, cols, nibble, int(codes.shape[1]), np.ascontiguousarray(codes), table, used + 1)
+
+
+def _codes_used(packed: PackedCodebookCSR) -> int:
+    """``1 + the largest code stored`` (the packed codebook is zero-padded to ``2**code_bits``)."""
+    if packed.nnz == 0:
+        return 0
+    return int((packed.words & packed.words.dtype.type((1 << packed.code_bits) - 1)).max()) + 1

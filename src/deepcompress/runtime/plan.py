@@ -1,0 +1,139 @@
+"""Which layout a layer's batch-1 product runs on, chosen by measurement when the layer is built.
+
+Three layouts take a batch-1 product on the C extension: the packed CSR (:mod:`.packed`, gathers the
+inputs), the sliced one and dense codes (:mod:`.formats`). Which is fastest depends on the layer's
+density, shape and codebook and on the machine (cache sizes, gather speed, bandwidth), so with
+``format="auto"`` every layout that can pay is built and timed on this machine (interleaved, median
+of a few warm calls on a random input) and the fastest kept; the others are dropped. The choice and
+the timings are recorded on the module (shown in its ``repr``). A named format is honoured as is.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Callable
+
+import numpy as np
+
+from deepcompress.choices import Choice
+from deepcompress.errors import ConfigError
+from deepcompress.runtime import simd
+from deepcompress.runtime.formats import DenseCodes, SlicedCodebook
+from deepcompress.runtime.packed import PackedCodebookCSR
+
+# (x address, out address) -> None: out = W x + bias for one input
+Kernel = Callable[[int, int], None]
+
+# Dense codes are only tried when their bytes are at most this multiple of the packed CSR words: below
+# ~25% density they read more bytes than an index format and would not win.
+DENSE_MAX_BYTES_RATIO = 2.0
+# Timed calls per candidate (after two warm-up calls each).
+REPEATS = 7
+SINGLE = "/1 thread"  # suffix of a single-thread variant's name in the timings
+
+
+class Format(Choice):
+    """The layout of a layer's batch-1 product on the C extension (see the module docstring)."""
+
+    AUTO = "auto"
+    CSR = "csr"
+    SLICED = "sliced"
+    DENSE = "dense"
+
+
+def candidates(packed: PackedCodebookCSR, fmt: str | Format) -> list[Format]:
+    """The formats to build for ``packed`` and the request ``fmt`` (one when it is named)."""
+    chosen = Format.parse(fmt, "format")
+    if chosen is Format.SLICED and not SlicedCodebook.accepts(packed):
+        raise ConfigError(f"format 'sliced' takes codebooks of <= 64 entries, got {packed.code_bits} bits; use 'auto'")
+    if chosen is Format.DENSE and not DenseCodes.accepts(packed):
+        raise ConfigError("format 'dense' takes codebooks of <= 255 entries; use 'auto'")
+    if chosen is not Format.AUTO:
+        return [chosen]
+    found = [Format.CSR]
+    if SlicedCodebook.accepts(packed):
+        found.append(Format.SLICED)
+    if DenseCodes.accepts(packed) and DenseCodes.dense_bytes(packed) <= DENSE_MAX_BYTES_RATIO * packed.words.nbytes:
+        found.append(Format.DENSE)
+    return found
+
+
+def layout_for(fmt: Format, packed: PackedCodebookCSR) -> object:
+    """The arrays ``fmt``'s kernel reads (the packed CSR itself for ``csr``)."""
+    if fmt is Format.CSR:
+        return packed
+    if fmt is Format.SLICED:
+        return SlicedCodebook.from_packed(packed)
+    if fmt is Format.DENSE:
+        return DenseCodes.from_packed(packed)
+    raise ValueError(f"expected a concrete format, got {fmt!r}")
+
+
+def bind(fmt: Format, layout: object, bias: np.ndarray | None, parallel: bool = True) -> Kernel:
+    """The batch-1 kernel of ``fmt`` on ``layout``: it holds the arrays' addresses (bound once here, so
+    a call passes only the input's and output's) and references to the arrays, which stay alive with it.
+    ``parallel=False`` keeps the product on the calling thread."""
+    lib = simd.LIB
+    if lib is None:
+        raise ConfigError("the C extension is not available; formats other than the numba/torch CSR need it")
+    b, par = (0 if bias is None else bias.ctypes.data), int(parallel)
+    if fmt is Format.CSR and isinstance(layout, PackedCodebookCSR):
+        p = layout
+        call = functools.partial(lib.csr_spmv, p.ptr.ctypes.data, p.words.ctypes.data, p.codebook.ctypes.data,
+                                 p.n_blocks, p.code_bits, p.col_bits, p.rows, p.nnz)
+    elif fmt is Format.SLICED and isinstance(layout, SlicedCodebook):
+        s = layout
+        call = functools.partial(lib.sliced_spmv, s.gptr.ctypes.data, s.counts.ctypes.data, s.words.ctypes.data,
+                                 s.codebook.ctypes.data, s.n_slabs, s.cols, s.rows, int(s.wide))
+    elif fmt is Format.DENSE and isinstance(layout, DenseCodes):
+        d = layout
+        call = functools.partial(lib.dense_spmv, d.codes.ctypes.data, d.stride, int(d.nibble), d.table.ctypes.data,
+                                 d.table_size, d.cols, d.rows)
+    else:
+        raise ValueError(f"expected the layout of format {fmt!r}, got {type(layout).__name__}")
+    def kernel(x: int, out: int) -> None:
+        call(x, out, b, par)
+
+    kernel.arrays = (layout, bias)  # type: ignore[attr-defined]  # alive as long as their addresses are used
+    return kernel
+
+
+def measure(kernels: dict[str, Kernel], cols: int, rows: int, repeats: int = REPEATS) -> dict[str, float]:
+    """Median microseconds of each kernel on one random input, calls interleaved."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(cols).astype(np.float32)
+    out = np.empty(rows, dtype=np.float32)
+    xa, oa = x.ctypes.data, out.ctypes.data
+    samples: dict[str, list[float]] = {name: [] for name in kernels}
+    for kernel in kernels.values():
+        kernel(xa, oa)
+        kernel(xa, oa)
+    for _ in range(repeats):
+        for name, kernel in kernels.items():
+            start = time.perf_counter()
+            kernel(xa, oa)
+            samples[name].append(time.perf_counter() - start)
+    return {name: float(np.median(s) * 1e6) for name, s in samples.items()}
+
+
+def choose(packed: PackedCodebookCSR, bias: np.ndarray | None, fmt: str | Format
+           ) -> tuple[Format, bool, object, Kernel, dict[str, float]]:
+    """``(format, parallel, layout, kernel, timings in us)``: the named format or the fastest candidate,
+    on the pool or on the calling thread alone, whichever measured faster (a loaded machine can make
+    the pool's wake-ups cost more than the second core gains)."""
+    layouts = {f: layout_for(f, packed) for f in candidates(packed, fmt)}
+    kernels: dict[str, Kernel] = {}
+    variants: dict[str, tuple[Format, bool]] = {}
+    for f, layout in layouts.items():
+        kernels[f.value], variants[f.value] = bind(f, layout, bias, True), (f, True)
+        if simd.num_threads() > 1:
+            name = f.value + SINGLE
+            kernels[name], variants[name] = bind(f, layout, bias, False), (f, False)
+    if len(kernels) == 1:
+        (name, kernel), = kernels.items()
+        return variants[name][0], True, layouts[variants[name][0]], kernel, {}
+    times = measure(kernels, packed.cols, packed.rows)
+    best = min(times, key=times.get)
+    f, parallel = variants[best]
+    return f, parallel, layouts[f], kernels[best], times
