@@ -184,7 +184,8 @@ def main() -> None:
     if sys.argv[1:] == ["--inference"]:
         print("\n".join(inference_section()))
         return
-    print("\n".join(fc_section() + [""] + scale_section() + coding_section() + kmeans_section() + latency_section()))
+    print("\n".join(fc_section() + [""] + inference_section() + [""] + scale_section() + coding_section() + kmeans_section()
+                    + latency_section()))
 
 
 if __name__ == "__main__":

@@ -276,6 +276,14 @@ def frontier() -> list[str]:
             f"| `{name}` | {100 * reference:.2f}% | {100 * error:.2f}% | {bound_text} | {row['report']['dense_bytes']:,} B -> "
             f"{row['report']['file_bytes']:,} B | {ratio:.1f}x | {floor}x / {target}x | {met} |"
         )
+    for name in FRONTIER:
+        for attempt in sorted(RESULTS.glob(f"{name}_try*.json")):
+            tried = json.loads(attempt.read_text())
+            stages = {s["stage"]: s for s in tried["stages"]}
+            prune = tried["config"]["prune"]
+            lines += ["", (f"Also tried for `{name}` (`{attempt.name}`, {pruning(prune)}): {tried['report']['file_bytes']:,} B, "
+                           f"{tried['report']['ratio']:.1f}x at {100 * stages['file']['accuracy']:.2f}% accuracy "
+                           f"(reference {100 * stages['reference']['accuracy']:.2f}%).")]
     for model in ("lenet300", "lenet5"):
         path = RESULTS / f"ablation_{model}_mnist_frontier.json"
         if path.is_file():

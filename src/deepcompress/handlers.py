@@ -104,11 +104,12 @@ def _sparse_conv2d(layer: CompressedLayer, module: nn.Module, options: dict[str,
     from deepcompress.runtime.layers import SparseCodebookConv2d
     from deepcompress.runtime.sparse import ConvMode
 
-    plain = module.groups == 1 and module.padding_mode == "zeros" and not isinstance(module.padding, str)
+    plain = module.padding_mode == "zeros" and not isinstance(module.padding, str)
     if options["conv_mode"] is not ConvMode.SPARSE or not plain:
         return None
     return SparseCodebookConv2d.from_compressed(
-        layer, stride=module.stride, padding=module.padding, dilation=module.dilation, backend=options["backend"]
+        layer, stride=module.stride, padding=module.padding, dilation=module.dilation, groups=module.groups,
+        backend=options["backend"],
     )
 
 
