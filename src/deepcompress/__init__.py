@@ -24,6 +24,7 @@ from deepcompress.prune import PruneConfig, iterative_prune_, keep_pruned_zero, 
 from deepcompress.runtime import to_sparse_module
 from deepcompress.quantize import QuantizeConfig, export_compressed, quantization_report, quantize_, strip_quantization_
 from deepcompress.train import TrainConfig, evaluate, fit
+from deepcompress import distill, sentences  # sentence models: distillation objective, embeddings from a file
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,7 @@ __all__ = [
     "__version__",
     "compress",
     "compress_config",
+    "distill",
     "evaluate",
     "export_compressed",
     "fit",
@@ -61,6 +63,7 @@ __all__ = [
     "register_handler",
     "register_model",
     "save",
+    "sentences",
     "sensitivity_scan",
     "sparsity_report",
     "strip_quantization_",

@@ -178,6 +178,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    from deepcompress import sentences
+
+    texts = list(args.sentences) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    vectors = sentences.encode(args.file, texts, runtime=args.runtime)
+    for text, vector in zip(texts, vectors.tolist()):
+        print(json.dumps({"sentence": text, "embedding": [round(v, 6) for v in vector]}))
+    return 0
+
+
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     from deepcompress.checkpoint import load_checkpoint
     from deepcompress.data import check_dataset_name, load_split
@@ -262,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("embed", help="sentence embeddings from a file that carries its tokenizer (JSON lines)")
+    p.add_argument("file")
+    p.add_argument("sentences", nargs="*", help="sentences to embed (default: one per line on stdin)")
+    p.add_argument("--runtime", default="dense", choices=["dense", "sparse"])
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("sensitivity", help="accuracy vs fraction pruned, per layer (Han 2015 Fig. 6)")
     p.add_argument("checkpoint")

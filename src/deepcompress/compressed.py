@@ -174,6 +174,9 @@ class CompressedModel:
         arch: how to rebuild the architecture without the caller's module
             (:class:`deepcompress.sources.ArchRecord` as a dict), or ``None``.
         metadata: JSON-serialisable facts (dataset, input normalisation, accuracies, config).
+        attachments: named byte blobs that travel with the model and are stored verbatim (a
+            tokenizer's ``tokenizer.json``, a pooling config): what a deployed file needs besides its
+            tensors. Names are non-empty strings; values are ``bytes``.
     """
 
     model_name: str
@@ -182,8 +185,15 @@ class CompressedModel:
     metadata: dict[str, Any] = field(default_factory=dict)
     tied: dict[str, str] = field(default_factory=dict)
     arch: dict[str, Any] | None = None
+    attachments: dict[str, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name, blob in self.attachments.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"attachment name: expected a non-empty string, got {name!r}")
+            if not isinstance(blob, bytes):
+                raise ValueError(f"attachment {name!r}: expected bytes, got {type(blob).__name__}; "
+                                 "encode text first: text.encode('utf-8')")
         for name, array in self.extras.items():
             if np.asarray(array).dtype.name not in EXTRA_DTYPES:
                 raise ValueError(f"extra {name!r}: expected a dtype in {EXTRA_DTYPES}, got {np.asarray(array).dtype}")

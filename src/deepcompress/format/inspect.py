@@ -1,7 +1,7 @@
 """Per-layer accounting of a ``.dcz`` file in the columns of the paper's Tables 2-5.
 
 Every figure comes from the file's real section lengths; the per-layer bytes plus the header plus the
-extras add up exactly to the file size.
+extras plus the attachments add up exactly to the file size.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def inspect_bytes(data: bytes) -> dict[str, Any]:
         )
     extras = [_extra_row(layout, e) for e in layout.header.get("extras", [])]
     extras_bytes = sum(e["bytes"] for e in extras)
+    attachments = [_attachment_row(layout, a) for a in layout.header.get("attachments", [])]
     extras_dense = sum(e["dense_bytes"] for e in extras)
     dense_weights = 4 * sum(r["weights"] for r in rows)
     dense_bytes = dense_weights + sum(r.pop("dense_bias_bytes") for r in rows) + extras_dense
@@ -82,6 +83,8 @@ def inspect_bytes(data: bytes) -> dict[str, Any]:
         "header_bytes": layout.header_bytes,
         "extras_bytes": extras_bytes,
         "extras": extras,
+        "attachments_bytes": sum(a["bytes"] for a in attachments),
+        "attachments": attachments,
         "layers": rows,
         "total": total,
     }
@@ -102,6 +105,15 @@ def _extra_row(layout: Layout, entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _attachment_row(layout: Layout, entry: dict[str, Any]) -> dict[str, Any]:
+    """A named byte blob: its name, its length, whether it is stored deflated, and its bytes in the file
+    (CRC-32 included)."""
+    unit = spec.attachment_unit(entry["name"])
+    parts = (*spec.ATTACHMENT_PARTS, spec.CRC_PART)
+    return {"name": entry["name"], "length": entry.get("inflated", entry["bytes"]), "deflated": "inflated" in entry,
+            "bytes": sum(layout.sections[spec.section_name(unit, p)].length for p in parts)}
+
+
 def inspect_file(path: "str | os.PathLike[str]") -> dict[str, Any]:
     """Sizes of a ``.dcz`` file, per layer as in the paper's Tables 2-5 (see :func:`inspect_bytes`).
 
@@ -110,7 +122,8 @@ def inspect_file(path: "str | os.PathLike[str]") -> dict[str, Any]:
     ``kept_pct``, ``weight_bits_pq``/``_pqh``, ``index_bits_pq``/``_pqh``, ``rate_pq_pct``/``_pqh_pct``
     -- size as % of the layer's dense fp32 weights, codebook and fillers included, bias excluded as in
     the paper --, ``fillers``, ``coder``, ``bytes`` (all of the layer's bytes, CRC-32 included),
-    ``section_bytes``) and ``total``. ``header_bytes`` is the preamble plus the deflated header.
+    ``section_bytes``), ``attachments`` (name, ``length``, ``bytes`` with CRC-32), ``attachments_bytes``
+    and ``total``. Attachments count in ``file_bytes``, never in ``dense_bytes``. ``header_bytes`` is the preamble plus the deflated header.
     """
     with open(path, "rb") as handle:
         data = handle.read()

@@ -188,7 +188,7 @@ def _check_layer(layer: Any, i: int, size: int) -> tuple[str, list[tuple[str, in
 
 def _units(header: dict[str, Any], size: int) -> list[tuple[str, list[tuple[str, int]]]]:
     """Checksummed units in file order, each with its sections' names and exact lengths."""
-    _keys(header, {"model", "meta", "layers"}, {"extras", "tied", "arch"}, "header")
+    _keys(header, {"model", "meta", "layers"}, {"extras", "tied", "arch", "attachments"}, "header")
     if "arch" in header:
         _get(header, "arch", dict, "header")
     if "tied" in header and not all(isinstance(k, str) and isinstance(v, str) for k, v in _get(header, "tied", dict, "header").items()):
@@ -213,9 +213,21 @@ def _units(header: dict[str, Any], size: int) -> list[tuple[str, list[tuple[str,
         itemsize = np.dtype(spec.EXTRA_DTYPES[_choice(extra, "dtype", tuple(spec.EXTRA_DTYPES), f"extra {name!r}")]).itemsize if "dtype" in extra else 4
         unit = spec.extra_unit(name)
         units.append((unit, list(zip(spec.EXTRA_PARTS, [itemsize * math.prod(_shape(extra, f"extra {name!r}"))]))))
+    attachments = _get(header, "attachments", list, "header") if "attachments" in header else []
+    if len(attachments) > spec.MAX_ATTACHMENTS:
+        _bad(f"expected at most {spec.MAX_ATTACHMENTS} attachments, got {len(attachments)}")
+    for i, attachment in enumerate(attachments):
+        name = _get(attachment, "name", str, f"attachment #{i}")
+        if not name:
+            _bad(f"attachment #{i}: expected a non-empty name")
+        _keys(attachment, {"name", "bytes"}, {"inflated"}, f"attachment {name!r}")
+        length = _int(attachment, "bytes", 0, size, f"attachment {name!r}")
+        if "inflated" in attachment:
+            _int(attachment, "inflated", 0, spec.MAX_ATTACHMENT_BYTES, f"attachment {name!r}")
+        units.append((spec.attachment_unit(name), list(zip(spec.ATTACHMENT_PARTS, [length]))))
     names = [u for u, _ in units]
     if len(set(names)) != len(names):
-        _bad(f"expected unique layer and extra names, got {sorted(n for n in names if names.count(n) > 1)}")
+        _bad(f"expected unique layer and extra names (and attachment names), got {sorted(n for n in names if names.count(n) > 1)}")
     return units
 
 
@@ -335,10 +347,14 @@ def from_bytes(data: bytes | bytearray | memoryview, *, max_elements: int | None
     for extra in layout.header.get("extras", []):
         sec = layout.sections[spec.section_name(spec.extra_unit(extra["name"]), "data")]
         extras[extra["name"]] = _extra(view, sec, extra.get("dtype", "f4"), tuple(extra["shape"]))
+    attachments = {}
+    for attachment in layout.header.get("attachments", []):
+        sec = layout.sections[spec.section_name(spec.attachment_unit(attachment["name"]), "data")]
+        attachments[attachment["name"]] = _attachment(view, sec, attachment.get("inflated"))
     header = layout.header
     try:
         return CompressedModel(model_name=header["model"], layers=layers, extras=extras, metadata=header["meta"],
-                               tied=header.get("tied", {}), arch=header.get("arch"))
+                               tied=header.get("tied", {}), arch=header.get("arch"), attachments=attachments)
     except ValueError as exc:
         raise FormatError(str(exc), section="header", offset=_HEADER) from None
 
@@ -348,6 +364,24 @@ def _extra(data: memoryview, section: Section, dtype: str, shape: tuple[int, ...
     raw = data[section.offset : section.offset + section.length]
     array = np.frombuffer(raw, dtype=spec.EXTRA_DTYPES[dtype]).reshape(shape)
     return array.astype(np.float32) if dtype == "f2" else array.astype(array.dtype.newbyteorder("="))
+
+
+def _attachment(data: memoryview, section: Section, inflated: int | None) -> bytes:
+    """An attachment's bytes: verbatim, or raw deflate inflated to exactly ``inflated`` bytes (never more)."""
+    raw = data[section.offset : section.offset + section.length]
+    if inflated is None:
+        return bytes(raw)
+    inflater = zlib.decompressobj(spec.DEFLATE_WBITS)
+    try:
+        blob = inflater.decompress(raw, inflated + 1)
+    except zlib.error as exc:
+        raise FormatError(f"attachment is not a valid deflate stream: {exc}", section=section.name, offset=section.offset) from None
+    if len(blob) != inflated or not inflater.eof or inflater.unused_data:
+        found = f"more than {inflated}" if len(blob) > inflated else f"{len(blob)}"
+        stray = f" and {len(inflater.unused_data)} stray bytes follow" if inflater.unused_data else ""
+        raise FormatError(f"attachment inflates to {found} bytes{stray}; the header says exactly {inflated}",
+                          section=section.name, offset=section.offset)
+    return blob
 
 
 def load_compressed(path: "str | os.PathLike[str]", *, max_elements: int | None = None) -> CompressedModel:

@@ -16,7 +16,8 @@ MAGIC = b"DCZ\x00"
 VERSION = 2
 READABLE_VERSIONS = (1, 2)
 """Version 2 adds optional header fields only (layer kinds beyond ``V1_KINDS``, an extra's ``dtype``,
-``tied``, ``arch``); the byte layout is unchanged. The writer writes version 1 whenever a file uses
+``tied``, ``arch``, ``attachments``); the byte layout is unchanged (an attachment is one more
+checksummed unit after the extras, described by its header entry). The writer writes version 1 whenever a file uses
 none of them, so readers of version 1 keep reading every file they could read before."""
 V1_KINDS = ("linear", "conv2d")
 SUFFIX = ".dcz"
@@ -76,6 +77,9 @@ MAX_HEADER_BYTES = 4 * 2**20
 """Largest header, stored or inflated (a deflate bomb stops here); json then needs a few tens of MiB at most."""
 MAX_LAYERS = 4096
 MAX_EXTRAS = 65536
+MAX_ATTACHMENTS = 256
+MAX_ATTACHMENT_BYTES = 256 * 2**20
+"""Largest attachment once inflated (a deflate bomb stops here)."""
 MAX_NDIM = 8
 MAX_TENSOR_ELEMENTS = 2**31
 """Largest dense weight or extra tensor; VGG-16's fc6 (103M weights) is well below it."""
@@ -104,6 +108,8 @@ def layer_parts(has_bias: bool) -> list[str]:
 
 EXTRA_PARTS = ["data"]
 """An extra tensor's one section (its CRC-32 follows)."""
+ATTACHMENT_PARTS = ["data"]
+"""An attachment's one section: its bytes, verbatim (its CRC-32 follows)."""
 CRC_PART = "crc32"
 
 
@@ -115,6 +121,11 @@ def layer_unit(layer: str) -> str:
 def extra_unit(name: str) -> str:
     """Name of the checksummed unit holding an extras tensor."""
     return f"extra {name}"
+
+
+def attachment_unit(name: str) -> str:
+    """Name of the checksummed unit holding a named byte blob (version 2)."""
+    return f"attachment {name}"
 
 
 def section_name(unit: str, part: str) -> str:

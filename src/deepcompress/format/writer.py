@@ -70,6 +70,23 @@ def _layer(layer: CompressedLayer, coder: Coder) -> tuple[dict[str, Any], bytes]
     return entry, b"".join(parts + [index_blob, codes_blob])
 
 
+def _attachment(name: str, blob: bytes) -> tuple[dict[str, Any], bytes]:
+    """An attachment's header entry and stored bytes: raw deflate (RFC 1951) when that is smaller,
+    with the inflated length in ``inflated``, else the bytes verbatim."""
+    if len(blob) > spec.MAX_ATTACHMENT_BYTES:
+        raise ConfigError(f"attachment {name!r} has {len(blob)} bytes; the format allows {spec.MAX_ATTACHMENT_BYTES}")
+    packer = zlib.compressobj(spec.DEFLATE_LEVEL, zlib.DEFLATED, spec.DEFLATE_WBITS)
+    packed = packer.compress(blob) + packer.flush()
+    if len(packed) < len(blob):
+        return {"name": name, "bytes": len(packed), "inflated": len(blob)}, packed
+    return {"name": name, "bytes": len(blob)}, blob
+
+
+def _attachments(attachments: dict[str, bytes]) -> tuple[list[dict[str, Any]], list[bytes]]:
+    pairs = [_attachment(name, blob) for name, blob in attachments.items()]
+    return [entry for entry, _ in pairs], [stored for _, stored in pairs]
+
+
 def assemble(header: dict[str, Any], units: list[bytes], version: int = spec.VERSION) -> bytes:
     """The file from a header object and the byte units it describes, each closed by its CRC-32.
 
@@ -96,8 +113,9 @@ def to_bytes(cm: CompressedModel, coder: "str | Coder" = Coder.AUTO) -> bytes:
     if not isinstance(cm, CompressedModel):
         raise TypeError(f"expected a CompressedModel, got {type(cm).__name__}")
     choice = Coder.parse(coder, "coder")
-    if len(cm.layers) > spec.MAX_LAYERS or len(cm.extras) > spec.MAX_EXTRAS:
-        raise ConfigError(f"expected at most {spec.MAX_LAYERS} layers and {spec.MAX_EXTRAS} extras")
+    if len(cm.layers) > spec.MAX_LAYERS or len(cm.extras) > spec.MAX_EXTRAS or len(cm.attachments) > spec.MAX_ATTACHMENTS:
+        raise ConfigError(f"expected at most {spec.MAX_LAYERS} layers, {spec.MAX_EXTRAS} extras and "
+                          f"{spec.MAX_ATTACHMENTS} attachments")
     entries, units = [], []
     for layer in cm.layers:
         entry, unit = _layer(layer, choice)
@@ -114,6 +132,9 @@ def to_bytes(cm: CompressedModel, coder: "str | Coder" = Coder.AUTO) -> bytes:
                 entry["dtype"] = dtype
             header["extras"].append(entry)
             units.append(np.ascontiguousarray(arr, dtype=spec.EXTRA_DTYPES[dtype]).tobytes())
+    if cm.attachments:
+        header["attachments"], stored = _attachments(cm.attachments)
+        units += stored
     if cm.tied:
         header["tied"] = dict(cm.tied)
     if cm.arch is not None:
@@ -123,11 +144,38 @@ def to_bytes(cm: CompressedModel, coder: "str | Coder" = Coder.AUTO) -> bytes:
 
 def _version(header: dict[str, Any]) -> int:
     """1 when the header uses nothing version 2 added (docs/FORMAT.md), else 2."""
-    newer = "tied" in header or "arch" in header
+    newer = "tied" in header or "arch" in header or "attachments" in header
     newer = newer or any(layer["kind"] not in spec.V1_KINDS for layer in header["layers"])
     newer = newer or any("dtype" in extra for extra in header.get("extras", []))
     newer = newer or any(layer.get("bias") == "q" for layer in header["layers"])
     return spec.VERSION if newer else 1
+
+
+def with_attachments(data: bytes, attachments: dict[str, bytes]) -> bytes:
+    """A file's bytes with its attachments replaced by ``attachments``, every other byte kept.
+
+    The layers and extras are not re-encoded: only the header is rewritten (with the new
+    ``attachments`` entry, and version 2) and the attachment units after the last extra are
+    replaced, so the tensors read back exactly as before. For adding a tokenizer or a pooling
+    config to a file a pipeline wrote (``deepcompress.sentences.attach``).
+    """
+    from deepcompress.format.reader import parse_layout  # the reader imports nothing from here
+
+    checked = CompressedModel("check", [], attachments=dict(attachments))  # validates names and values
+    if len(checked.attachments) > spec.MAX_ATTACHMENTS:
+        raise ConfigError(f"expected at most {spec.MAX_ATTACHMENTS} attachments, got {len(checked.attachments)}")
+    layout = parse_layout(data, max_elements=spec.MAX_TOTAL_SYMBOLS)  # checks every CRC; decodes nothing
+    header = dict(layout.header)
+    old = header.pop("attachments", [])
+    end = layout.file_bytes
+    if old:  # attachments are the last units: cut the file where the first one starts
+        end = layout.sections[spec.section_name(spec.attachment_unit(old[0]["name"]), spec.ATTACHMENT_PARTS[0])].offset
+    stored: list[bytes] = []
+    if checked.attachments:
+        header["attachments"], stored = _attachments(checked.attachments)
+    head = assemble(header, [], version=_version(header))
+    blobs = [blob + spec.CRC.pack(zlib.crc32(blob)) for blob in stored]
+    return b"".join([head, bytes(data[layout.header_bytes : end])] + blobs)
 
 
 def save(cm: CompressedModel, path: "str | os.PathLike[str]", coder: "str | Coder" = Coder.AUTO) -> int:
