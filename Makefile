@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.deepcompress-installed
 
-.PHONY: setup data demo test test-all bench-fc bench-scale clean
+.PHONY: setup data demo test test-all bench-fc bench-inference bench-scale clean
 
 # OpenMP threads that wait passively: torch's spinning default made training 5-10x slower on these shared
 # 2-core machines (see deepcompress.cli.restart_with_passive_wait); the CLI sets it itself, the tests here.
@@ -40,6 +40,9 @@ demo: setup
 
 bench-fc: setup
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benchmarks/fc.py
+
+bench-inference: setup
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benchmarks/inference.py
 
 bench-scale: setup
 	$(PY) benchmarks/scale.py
