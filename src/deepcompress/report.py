@@ -41,8 +41,9 @@ def format_table(report: dict[str, Any]) -> str:
     rule = "-" * max(len(line) for line in lines)
     lines.insert(1, rule)
     lines.insert(len(lines) - 1, rule)
+    attached = f", attachments {report['attachments_bytes']}" if report.get("attachments_bytes") else ""
     lines.append(
-        f"file {report['file_bytes']} bytes (header {report['header_bytes']}, extras {report['extras_bytes']}); "
+        f"file {report['file_bytes']} bytes (header {report['header_bytes']}, extras {report['extras_bytes']}{attached}); "
         f"dense fp32 {report['dense_bytes']} bytes; ratio {report['ratio']:.1f}x"
     )
     return "\n".join(lines)
