@@ -143,7 +143,7 @@ def _relative_errors(calls: dict[str, Callable[[], object]], dense: np.ndarray, 
     return errors
 
 
-def _time(calls: dict[str, Callable[[], object]], repeats: int, flush: Callable[[], float] | None,
+def time_calls(calls: dict[str, Callable[[], object]], repeats: int, flush: Callable[[], float] | None,
           rng: np.random.Generator) -> dict[str, list[float]]:
     """Interleaved timings (seconds) of each call, in a fresh random order every repetition."""
     names = list(calls)
@@ -213,8 +213,8 @@ def run_fc_benchmark(
             _new_input(state, rng)  # the timed input differs from the checked one
             for call in calls.values():  # warm-up: compile, page in, fill allocator caches
                 call()
-            cold = _time(calls, repeats, flusher, rng)
-            warm = _time(calls, repeats, None, rng)
+            cold = time_calls(calls, repeats, flusher, rng)
+            warm = time_calls(calls, repeats, None, rng)
             rows.append(_row(name, out, inp, density, paper_speedup, int(batch), layer.nnz, nbytes,
                              cold, warm, errors, bandwidth)
                         | {"backend": state["backend"], "format": state["format"] if batch == 1 else "csr",

@@ -17,7 +17,6 @@ read a buffer twice the last-level cache before every call.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -25,9 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepcompress.compressed import CompressedModel
 from deepcompress.format import load_compressed
-from deepcompress.perf.fc import PAPER_LAYERS, synthetic_layer, yield_cpu
+from deepcompress.perf.fc import PAPER_LAYERS, synthetic_layer, time_calls
 from deepcompress.runtime import SparseCodebookConv2d, SparseCodebookLinear, to_dense_module, to_sparse_module
 
 NETWORKS = ("lenet300", "lenet5", "vgg16_classifier", "resnet18")
@@ -106,19 +104,9 @@ def _formats(model: nn.Module) -> dict[str, str]:
 
 def time_variants(models: dict[str, nn.Module], x: torch.Tensor, repeats: int,
                   flush: Callable[[], float] | None, rng: np.random.Generator) -> dict[str, list[float]]:
-    """Interleaved timings (seconds), in a fresh random order every repetition."""
-    names = list(models)
-    samples: dict[str, list[float]] = {n: [] for n in names}
+    """Interleaved timings (seconds) of each model on ``x``, in a fresh random order every repetition."""
     with torch.no_grad():
-        for _ in range(repeats):
-            for i in rng.permutation(len(names)):
-                if flush is not None:
-                    flush()
-                    yield_cpu()
-                start = time.perf_counter()
-                models[names[i]](x)
-                samples[names[i]].append(time.perf_counter() - start)
-    return samples
+        return time_calls({name: (lambda m=model: m(x)) for name, model in models.items()}, repeats, flush, rng)
 
 
 def network_latency(name: str, root: Path, repeats: int, flush: Callable[[], float], rng: np.random.Generator,
