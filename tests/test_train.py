@@ -318,7 +318,8 @@ def test_distillation_step_pulls_the_student_toward_the_teacher_and_leaves_the_t
     teacher, student = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     def gap() -> float:
-        return float(distillation_loss(student(inputs), teacher(inputs), 1.0))
+        with torch.no_grad():
+            return float(distillation_loss(student(inputs), teacher(inputs), 1.0))
 
     start = gap()
     cfg = TrainConfig(epochs=20, lr=0.1, augment=False, weight_decay=0.0)
