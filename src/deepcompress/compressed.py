@@ -134,9 +134,10 @@ class CompressedLayer:
                     f"{int((~exact).sum())} values are not; round it first: bias.astype(np.float16).astype(np.float32)"
                 )
 
-        if self.bias_dtype == "codebook" and self.bias is not None and np.unique(self.bias).size > MAX_BIAS_VALUES:
+        distinct = np.unique(self.bias).size if self.bias_dtype == "codebook" and self.bias is not None else 0
+        if distinct > MAX_BIAS_VALUES:
             raise ValueError(f"{where}: bias_dtype 'codebook' holds at most {MAX_BIAS_VALUES} distinct values, got "
-                             f"{np.unique(self.bias).size}; share the bias first (EncodeConfig.bias_bits)")
+                             f"{distinct}; share the bias first (EncodeConfig.bias_bits)")
 
     def dense_weight(self) -> np.ndarray:
         """The decoded dense float32 weight: ``codebook[codes]`` at ``positions``, zero elsewhere."""

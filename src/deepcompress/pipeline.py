@@ -464,9 +464,9 @@ def write_verified(
         round_extras_to_half_(model, compressed)
     file_score = score(model) if score is not None else None
     compressed.metadata = file_metadata(dataset, reference_score, file_score, cfg.checkpoint)
+    bias_dtype = "codebook" if cfg.encode.bias_bits is not None else cfg.encode.value_dtype
     for layer in compressed.layers:
-        shared = cfg.encode.bias_bits is not None
-        layer.bias_dtype = ("codebook" if shared else cfg.encode.value_dtype) if layer.bias is not None else "float32"
+        layer.bias_dtype = bias_dtype if layer.bias is not None else "float32"
         if cfg.encode.index_bits == "auto":
             layer.index_bits = best_index_bits(layer.positions, layer.numel, coder=cfg.encode.coder)
     save(compressed, out, coder=cfg.encode.coder)

@@ -21,7 +21,7 @@ import numpy as np
 
 from deepcompress.coding import Coder, decode_positions, decode_stream
 from deepcompress.jit import HAVE_NUMBA
-from deepcompress.compressed import CompressedLayer, CompressedModel
+from deepcompress.compressed import MAX_BIAS_VALUES, CompressedLayer, CompressedModel
 from deepcompress.handlers import known_kinds
 from deepcompress.errors import FormatError
 from deepcompress.format import spec
@@ -170,7 +170,7 @@ def _check_layer(layer: Any, i: int, size: int) -> tuple[str, list[tuple[str, in
             _bad(f"{where}: a bias needs a weight of at least one dimension")
         dtype = _choice(layer, "bias", (*spec.FLOAT_DTYPES, "q"), where)
         if dtype == "q":
-            distinct = _int(layer, "bk", 1, min(spec.MAX_BIAS_CODEBOOK, shape[0]), where)
+            distinct = _int(layer, "bk", 1, min(MAX_BIAS_VALUES, shape[0]), where)
             lengths.append(spec.bias_bytes(distinct, shape[0]))
         else:
             lengths.append(shape[0] * _itemsize(dtype))

@@ -59,9 +59,7 @@ EXTRA_DTYPE_OF = {"float32": "f4", "float64": "f8", "int64": "i8", "int32": "i4"
 BIAS_DTYPE_CODES = {"float32": "f4", "float16": "f2", "codebook": "q"}
 """``CompressedLayer.bias_dtype`` -> the header's ``bias`` value. ``"q"`` (version 2): the bias's ``bk``
 distinct values as float16, then each bias's index into them in ``bias_code_bits(bk)`` bits, packed
-least significant bit first and padded to a whole byte."""
-MAX_BIAS_CODEBOOK = 256
-"""Most distinct values of a ``"q"`` bias (``bk``)."""
+least significant bit first and padded to a whole byte; at most ``compressed.MAX_BIAS_VALUES`` values."""
 
 
 def bias_code_bits(distinct: int) -> int:

@@ -121,9 +121,9 @@ def joint_bits(
     try:
         for index, (name, module) in enumerate(layers):
             apply(index, name, module, cfg.max_bits)
+        current = float(evaluate(model))  # then each step's own measurement: the model it leaves behind
         while True:
             best: tuple[float, int, float, float] | None = None  # (score, layer index, accuracy, saved)
-            current = float(evaluate(model))
             for index, (name, module) in enumerate(layers):
                 if widths[name] <= cfg.min_bits:
                     continue
@@ -141,6 +141,7 @@ def joint_bits(
             name, module = layers[best[1]]
             widths[name] -= 1
             apply(best[1], name, module, widths[name])
+            current = best[2]
             steps.append({"layer": name, "bits": widths[name], "accuracy": best[2], "saved_bits": best[3]})
             bar.update()
     finally:
