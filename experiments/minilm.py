@@ -47,6 +47,7 @@ from deepcompress.distill import (  # noqa: E402
     distill_metric,
     embedding_quality,
     pooled_embeddings,
+    teacher_token_states,
     token_batches,
 )
 from deepcompress.sources import build_model_ref  # noqa: E402
@@ -111,8 +112,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     train_batches = token_batches(tokenize, train_text, batch, seed=cfg.seed)
     val_batches = token_batches(tokenize, val_text, batch, seed=None)
     print(f"[distill] teacher embeddings of {len(train_text)} + {len(val_text)} sentences", flush=True)
-    train_data = distill_batches(train_batches, pooled_embeddings(teacher, train_batches, len(train_text)))
-    val_data = distill_batches(val_batches, pooled_embeddings(teacher, val_batches, len(val_text)))
+    per_token = distill["objective"] == "tokens"
+    train_data = distill_batches(train_batches, pooled_embeddings(teacher, train_batches, len(train_text)),
+                                 teacher_token_states(teacher, train_batches) if per_token else None)
+    val_data = distill_batches(val_batches, pooled_embeddings(teacher, val_batches, len(val_text)),
+                               teacher_token_states(teacher, val_batches) if per_token else None)
 
     heldout = corpus["heldout"]
     eval_tokenizer = sentences.SentenceTokenizer.from_files(files)

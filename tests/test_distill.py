@@ -23,6 +23,7 @@ from deepcompress.distill import (
     mean_pool,
     pooled_embeddings,
     spearman,
+    teacher_token_states,
     token_batches,
 )
 from deepcompress.errors import ConfigError
@@ -130,8 +131,40 @@ def test_distill_loss_is_zero_at_the_teacher_and_objectives_differ() -> None:
     assert float(distill_loss(Objective.COSINE)(outputs, doubled)) == pytest.approx(0.0, abs=1e-6)  # blind to length
     assert float(distill_loss("mse")(outputs, doubled)) == pytest.approx(float((target**2).mean()), rel=1e-5)
     assert distill_metric(outputs, targets) == pytest.approx(1.0)
-    with pytest.raises(ConfigError, match=r"objective: expected one of \['cosine', 'mse'\], got 'kl'"):
+    with pytest.raises(ConfigError, match=r"objective: expected one of \['cosine', 'mse', 'tokens'\], got 'kl'"):
         distill_loss("kl")
+
+
+def test_tokens_objective_adds_every_real_tokens_distance_and_ignores_padding() -> None:
+    torch.manual_seed(0)
+    states = torch.randn(2, 4, 8)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    outputs = transformers.modeling_outputs.BaseModelOutput(last_hidden_state=states)
+    targets = {"embedding": mean_pool(states, mask), "attention_mask": mask, "token_states": states.clone()}
+    tokens = distill_loss("tokens")
+    assert float(tokens(outputs, targets)) == pytest.approx(0.0, abs=1e-6)
+    padded_only = dict(targets, token_states=targets["token_states"].clone())
+    padded_only["token_states"][0, 3] = -states[0, 3]  # a padding position: must not count
+    assert float(tokens(outputs, padded_only)) == pytest.approx(0.0, abs=1e-6)
+    flipped = dict(targets, token_states=targets["token_states"].clone())
+    flipped["token_states"][1, 0] = -states[1, 0]  # one real token of seven pointing the other way: distance 2
+    assert float(tokens(outputs, flipped)) == pytest.approx(2.0 / 7, rel=1e-5)
+    with pytest.raises(ValueError, match="needs the teacher's token states"):
+        tokens(outputs, {"embedding": targets["embedding"], "attention_mask": mask})
+
+
+def test_token_state_targets_travel_with_their_batch() -> None:
+    teacher = tiny_bert()
+    tokenize = sentences.SentenceTokenizer.from_files(tiny_files())
+    batches = token_batches(tokenize, SENTENCES, 5)
+    states = teacher_token_states(teacher, batches)
+    data = list(distill_batches(batches, pooled_embeddings(teacher, batches, len(SENTENCES)), states))
+    for (inputs, wanted), expected in zip(data, states):
+        assert wanted["token_states"].shape == (*inputs["input_ids"].shape, 16)
+        assert torch.equal(wanted["token_states"], expected)
+        assert float(distill_loss("tokens")(teacher(**inputs), wanted)) == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(ValueError, match="one token-state tensor per batch"):
+        distill_batches(batches, pooled_embeddings(teacher, batches, len(SENTENCES)), states[:1])
 
 
 def test_token_batches_pad_each_batch_to_its_own_longest_and_are_deterministic() -> None:

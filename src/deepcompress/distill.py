@@ -33,6 +33,11 @@ class Objective(Choice):
 
     COSINE = "cosine"
     MSE = "mse"
+    TOKENS = "tokens"
+    """The pooled cosine distance plus the mean cosine distance of every real token's last hidden
+    state to the teacher's (needs ``token_states`` targets, see :func:`distill_batches`): a sentence
+    then gives one training signal per token instead of one in all, the intermediate-representation
+    matching of TinyBERT-style distillation applied to the output layer."""
 
 
 def hidden_states(outputs: Any) -> torch.Tensor:
@@ -60,10 +65,19 @@ def distill_loss(objective: str | Objective = Objective.COSINE) -> Callable[[Any
     chosen = Objective.parse(objective, "objective")
 
     def loss(outputs: Any, targets: dict[str, torch.Tensor]) -> torch.Tensor:
-        student = mean_pool(hidden_states(outputs), targets["attention_mask"])
+        states = hidden_states(outputs)
+        student = mean_pool(states, targets["attention_mask"])
+        if chosen is Objective.MSE:
+            return F.mse_loss(student, targets["embedding"])
+        pooled = (1.0 - F.cosine_similarity(student, targets["embedding"], dim=-1)).mean()
         if chosen is Objective.COSINE:
-            return (1.0 - F.cosine_similarity(student, targets["embedding"], dim=-1)).mean()
-        return F.mse_loss(student, targets["embedding"])
+            return pooled
+        if "token_states" not in targets:
+            raise ValueError("the 'tokens' objective needs the teacher's token states: "
+                             "build the data with distill_batches(..., token_states=teacher_token_states(...))")
+        mask = targets["attention_mask"].to(states.dtype)
+        per_token = 1.0 - F.cosine_similarity(states, targets["token_states"], dim=-1)
+        return pooled + (per_token * mask).sum() / mask.sum().clamp(min=1.0)
 
     loss.__name__ = f"distill_{chosen.value}"
     return loss
@@ -126,16 +140,30 @@ def pooled_embeddings(model: nn.Module, batches: Sequence[tuple[list[int], dict[
     return out
 
 
+@torch.no_grad()
+def teacher_token_states(model: nn.Module, batches: Sequence[tuple[list[int], dict[str, torch.Tensor]]]) -> list[torch.Tensor]:
+    """The last hidden state of every token of ``model`` (in eval mode), one float32 ``(batch, tokens,
+    dim)`` tensor per batch of ``batches``: the targets of the ``tokens`` objective."""
+    model.eval()
+    return [hidden_states(model(**inputs)).float() for _, inputs in batches]
+
+
 def distill_batches(batches: Sequence[tuple[list[int], dict[str, torch.Tensor]]],
-                    targets: torch.Tensor) -> DataLoader:
+                    targets: torch.Tensor, token_states: Sequence[torch.Tensor] | None = None) -> DataLoader:
     """The ``(inputs, targets)`` data for :func:`deepcompress.compress`: each batch's inputs and, as
-    targets, the teacher's embeddings of its sentences (``targets[indices]``) and its attention mask.
+    targets, the teacher's embeddings of its sentences (``targets[indices]``) and its attention mask,
+    and, given ``token_states`` (:func:`teacher_token_states` of the same batches), each batch's
+    teacher token states for the ``tokens`` objective.
 
     A DataLoader over fixed batches: every epoch sees the same batches in the same order, so a
     resumed run trains exactly as an uninterrupted one.
     """
+    if token_states is not None and len(token_states) != len(batches):
+        raise ValueError(f"expected one token-state tensor per batch ({len(batches)}), got {len(token_states)}")
     built = [(inputs, {"embedding": targets[indices], "attention_mask": inputs["attention_mask"]})
              for indices, inputs in batches]
+    for (_, wanted), states in zip(built, token_states or ()):
+        wanted["token_states"] = states
     return DataLoader(_Batches(built), batch_size=None, shuffle=False)
 
 
@@ -195,5 +223,6 @@ __all__ = [
     "mean_pool",
     "pooled_embeddings",
     "spearman",
+    "teacher_token_states",
     "token_batches",
 ]
