@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stages = json.loads(pipeline_json.read_text())["stages"]
     else:
         result = dc.compress(student, cfg, out=out, train=train_data, test=val_data, metric=distill_metric,
-                             loss_fn=distill_loss(distill["objective"]), arch=arch.to_dict(), progress=False)
+                             loss_fn=distill_loss(distill["objective"], pairwise=distill.get("pairwise", 0.0)), arch=arch.to_dict(), progress=False)
         stages = result.to_dict()["stages"]
         atomic_write_text(pipeline_json, json.dumps({"stages": stages, "file_bytes": out.stat().st_size}, indent=2) + "\n")
     tensors_only = json.loads(pipeline_json.read_text())["file_bytes"]

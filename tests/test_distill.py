@@ -192,3 +192,23 @@ def test_embedding_quality_against_references() -> None:
     assert spearman(a, b) == pytest.approx(scipy_stats.spearmanr(a, b).statistic, abs=1e-12)
     with pytest.raises(ValueError, match=r"expected 1 <= k < n = 40, got k = 40"):
         embedding_quality(teacher, teacher, k=40)
+
+
+def test_pairwise_term_compares_the_batchs_similarity_matrices_only() -> None:
+    torch.manual_seed(1)
+    states = torch.randn(3, 4, 8)
+    mask = torch.ones(3, 4, dtype=torch.long)
+    outputs = transformers.modeling_outputs.BaseModelOutput(last_hidden_state=states)
+    pooled = mean_pool(states, mask)
+    targets = {"embedding": pooled, "attention_mask": mask}
+    relational = distill_loss("cosine", pairwise=10.0)
+    assert float(relational(outputs, targets)) == pytest.approx(0.0, abs=1e-6)
+    assert float(relational(outputs, dict(targets, embedding=3 * pooled))) == pytest.approx(0.0, abs=1e-6)  # lengths
+    other = dict(targets, embedding=torch.randn(3, 8))
+    s, t = torch.nn.functional.normalize(pooled, dim=-1), torch.nn.functional.normalize(other["embedding"], dim=-1)
+    expected = float(distill_loss("cosine")(outputs, other)) + 10.0 * float(((s @ s.T - t @ t.T) ** 2).mean())
+    assert float(relational(outputs, other)) == pytest.approx(expected, rel=1e-5)
+    assert relational.__name__ == "distill_cosine_pairwise10"
+    for bad in (-1.0, float("nan"), float("inf"), True):
+        with pytest.raises(ConfigError, match="pairwise: expected a finite number >= 0"):
+            distill_loss("cosine", pairwise=bad)

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from deepcompress.choices import Choice
+from deepcompress.errors import ConfigError
 
 
 class Objective(Choice):
@@ -59,14 +60,21 @@ def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
-def distill_loss(objective: str | Objective = Objective.COSINE) -> Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]:
+def distill_loss(objective: str | Objective = Objective.COSINE, *,
+                 pairwise: float = 0.0) -> Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]:
     """``loss_fn(outputs, targets)`` for :func:`deepcompress.compress`: the student's mean-pooled
-    embedding against ``targets["embedding"]`` (the teacher's), pooled over ``targets["attention_mask"]``."""
-    chosen = Objective.parse(objective, "objective")
+    embedding against ``targets["embedding"]`` (the teacher's), pooled over ``targets["attention_mask"]``.
 
-    def loss(outputs: Any, targets: dict[str, torch.Tensor]) -> torch.Tensor:
-        states = hidden_states(outputs)
-        student = mean_pool(states, targets["attention_mask"])
+    ``pairwise`` > 0 adds that many times the mean squared difference between the student's and the
+    teacher's cosine-similarity matrices over the sentences of a batch (relational distillation, Park
+    et al. 2019): what a similarity search ranks by, and what the Spearman figure of
+    :func:`embedding_quality` measures, rather than each embedding alone.
+    """
+    chosen = Objective.parse(objective, "objective")
+    if not (isinstance(pairwise, (int, float)) and not isinstance(pairwise, bool) and pairwise >= 0 and pairwise < float("inf")):
+        raise ConfigError(f"pairwise: expected a finite number >= 0, got {pairwise!r}")
+
+    def embedding_loss(states: torch.Tensor, student: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
         if chosen is Objective.MSE:
             return F.mse_loss(student, targets["embedding"])
         pooled = (1.0 - F.cosine_similarity(student, targets["embedding"], dim=-1)).mean()
@@ -79,7 +87,16 @@ def distill_loss(objective: str | Objective = Objective.COSINE) -> Callable[[Any
         per_token = 1.0 - F.cosine_similarity(states, targets["token_states"], dim=-1)
         return pooled + (per_token * mask).sum() / mask.sum().clamp(min=1.0)
 
-    loss.__name__ = f"distill_{chosen.value}"
+    def loss(outputs: Any, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        states = hidden_states(outputs)
+        student = mean_pool(states, targets["attention_mask"])
+        total = embedding_loss(states, student, targets)
+        if pairwise:
+            s, t = F.normalize(student, dim=-1), F.normalize(targets["embedding"], dim=-1)
+            total = total + pairwise * F.mse_loss(s @ s.T, t @ t.T)
+        return total
+
+    loss.__name__ = f"distill_{chosen.value}" + (f"_pairwise{pairwise:g}" if pairwise else "")
     return loss
 
 
