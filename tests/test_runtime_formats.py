@@ -133,7 +133,7 @@ def test_format_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     wide = random_layer((8, 40), 0.5, rng, weight_bits=8)
     with pytest.raises(ConfigError, match=r"format 'sliced' takes codebooks of <= 64 entries, got 8 bits"):
         SparseCodebookLinear.from_compressed(wide, format="sliced")
-    with pytest.raises(ConfigError, match=r"format: expected one of \['auto', 'csr', 'sliced', 'dense'\], got 'ell'"):
+    with pytest.raises(ConfigError, match=r"format: expected one of \['auto', 'csr', 'sliced', 'dense', 'int8'\], got 'ell'"):
         SparseCodebookLinear.from_compressed(wide, format="ell")
     with pytest.raises(ConfigError, match="format 'dense' runs on the 'simd' backend only"):
         SparseCodebookLinear.from_compressed(wide, format="dense", backend="torch")

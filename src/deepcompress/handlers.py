@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 SparseFactory = Callable[["CompressedLayer", nn.Module, dict[str, Any]], "nn.Module | None"]
 """``(layer, module, options) -> runtime module``, or ``None`` to keep ``module`` with decoded weights.
-``options`` holds the runtime choices (``backend``, ``conv_mode``)."""
+``options`` holds the runtime choices (``backend``, ``conv_mode``, ``format``)."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def _embedding_attrs(module: nn.Module) -> dict[str, Any]:
 def _sparse_linear(layer: CompressedLayer, module: nn.Module, options: dict[str, Any]) -> nn.Module:
     from deepcompress.runtime.layers import SparseCodebookLinear
 
-    return SparseCodebookLinear.from_compressed(layer, backend=options["backend"])
+    return SparseCodebookLinear.from_compressed(layer, backend=options["backend"], format=options["format"])
 
 
 def _sparse_hf_conv1d(layer: CompressedLayer, module: nn.Module, options: dict[str, Any]) -> nn.Module:
@@ -97,7 +97,8 @@ def _sparse_hf_conv1d(layer: CompressedLayer, module: nn.Module, options: dict[s
     from deepcompress.runtime.layers import SparseCodebookLinear
 
     bias = module.bias.detach().cpu().float().numpy() if module.bias is not None else None
-    return SparseCodebookLinear.from_compressed(replace(layer.transposed(), bias=bias), backend=options["backend"])
+    return SparseCodebookLinear.from_compressed(replace(layer.transposed(), bias=bias), backend=options["backend"],
+                                                format=options["format"])
 
 
 def _sparse_conv2d(layer: CompressedLayer, module: nn.Module, options: dict[str, Any]) -> nn.Module | None:

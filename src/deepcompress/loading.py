@@ -62,7 +62,7 @@ def load(path: str | os.PathLike[str], model: nn.Module | None = None, *, runtim
     ``model``: a module of the file's architecture to fill (its weights are overwritten); without it
     the file's architecture record builds one (user code only with ``trust_code=True``).
     ``runtime``: ``"dense"`` (decoded weights) or ``"sparse"`` (handled layers replaced by modules that
-    compute from the compressed form; ``backend`` and ``conv_mode`` options, see
+    compute from the compressed form; ``backend``, ``conv_mode`` and ``format`` options, see
     :func:`deepcompress.runtime.to_sparse_module`). ``max_elements`` raises the decode budget for a
     file that declares more than the default (docs/SECURITY.md).
     """

@@ -18,6 +18,10 @@
  * dense   (formats.DenseCodes) every weight's code, one byte each or two per byte (4-bit), with a code
  *         that decodes to 0.0: for dense-ish layers it reads fewer bytes than any index format, and x
  *         is read contiguously.
+ * int8    (formats.Int8Codes, opt-in) every weight's byte code looked up in an int8 codebook (vpermb),
+ *         times x quantized to int8 per 64-input block at call time, multiplied with vpdpbusd: a
+ *         lossy batch-1 mode whose error bound tests/test_runtime_int8.py derives. Needs AVX-512 VBMI
+ *         and VNNI besides F/BW/VL (int8_supported()).
  *
  * Threads: a small persistent pool of pthreads (the calling thread takes part). Between the calls of
  * one forward pass the workers spin (for spin_us, default 200 us) and then sleep on a condition
@@ -43,6 +47,10 @@
 #include <immintrin.h>
 #define DC_TARGET __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline
 #define DC_TARGET_FN __attribute__((target("avx512f,avx512bw,avx512vl"))) static
+/* The int8 kernel's functions also use VBMI (vpermb, vpermi2b) and VNNI (vpdpbusd). */
+#define DC_INT8_FEATURES "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni"
+#define DC_INT8_TARGET __attribute__((target(DC_INT8_FEATURES), always_inline)) static inline
+#define DC_INT8_TARGET_FN __attribute__((target(DC_INT8_FEATURES))) static
 #define DC_PAUSE() _mm_pause()
 #else
 #define DC_PAUSE() ((void)0)
@@ -226,6 +234,15 @@ static int simd_supported(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl");
+#else
+    return 0;
+#endif
+}
+
+/* 1 when this CPU also runs the int8 kernel (AVX-512 VBMI and VNNI), else 0. */
+static int int8_supported(void) {
+#ifdef DC_HAVE_AVX512
+    return simd_supported() && __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vnni");
 #else
     return 0;
 #endif
@@ -656,6 +673,97 @@ DC_TARGET_FN void dense_chunk(const void *task, int64_t c, int64_t n) {
     else dense8_rows(DENSE_GATHER, t, r0, r1);
 }
 
+/* ------------------------------------------------------------------------------------------------ */
+/* int8: byte codes -> int8 weights (vpermb), x quantized per 64-input block, vpdpbusd               */
+/* ------------------------------------------------------------------------------------------------ */
+
+/* y[r] = w_scale * sum_b x_scale[b] * sum_{i in block b} q_w[r, i] * q_x[i] + bias[r], where q_w are
+ * the int8 codebook values of the row's codes and q_x the input rounded to int8 with one scale per
+ * 64-input block. vpdpbusd multiplies unsigned by signed bytes, so |q_w| is the unsigned operand and
+ * q_x takes q_w's sign (negated where q_w < 0: both are in [-127, 127], so nothing overflows). A lane's
+ * int32 sum of four products is at most 4 * 127 * 127 < 2^24: its float conversion is exact. */
+typedef struct {
+    const uint8_t *codes;
+    int64_t stride; /* bytes per row: the columns padded to a multiple of 64 with the zero code */
+    const int8_t *table; /* 256 int8 weights; the zero code's is 0 */
+    int64_t table_size;
+    float w_scale;
+    int64_t rows;
+    const int8_t *xq;   /* stride quantized inputs, 0 past the columns */
+    const float *xs;    /* stride / 64 block scales */
+    float *out;
+    const float *bias;
+} int8_task;
+
+enum { INT8_64 = 0, INT8_128 = 1, INT8_256 = 2 };
+
+/* The input's blocks of 64 rounded to int8 with scale max|x| / 127 (to nearest, ties to even). A block
+ * of zeros gets scale 0; a block holding an inf or NaN gets scale NaN, so every output is NaN, as
+ * the fp32 kernels' 0 * inf or x * NaN would make it. */
+DC_INT8_TARGET_FN void quantize_blocks(const float *x, int64_t cols, int64_t n_blocks, int8_t *xq, float *xs) {
+    for (int64_t b = 0; b < n_blocks; b++) {
+        const int64_t left = cols - 64 * b;
+        __m512 v[4];
+        __m512 amax = _mm512_setzero_ps(), probe = _mm512_setzero_ps();
+        for (int i = 0; i < 4; i++) {
+            v[i] = _mm512_maskz_loadu_ps(tail_mask(left - 16 * i > 0 ? left - 16 * i : 0), x + 64 * b + 16 * i);
+            amax = _mm512_max_ps(amax, _mm512_abs_ps(v[i]));
+            probe = _mm512_add_ps(probe, _mm512_mul_ps(v[i], _mm512_setzero_ps())); /* NaN iff non-finite */
+        }
+        const float m = _mm512_reduce_max_ps(amax);
+        const float inv = m > 0.0f && m <= 3.4028234663852886e38f ? 127.0f / m : 0.0f;
+        xs[b] = m / 127.0f + _mm512_reduce_add_ps(probe);
+        for (int i = 0; i < 4; i++) {
+            const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(v[i], _mm512_set1_ps(inv)));
+            _mm_storeu_si128((__m128i *)(xq + 64 * b + 16 * i), _mm512_cvtsepi32_epi8(q));
+        }
+    }
+}
+
+/* acc + x_scale * (the 64 weights of `codes` . the 64 quantized inputs at xq), 16 float lanes. */
+DC_INT8_TARGET __m512 int8_block(int kind, const uint8_t *codes, const int8_t *xq, float x_scale, __m512 acc,
+                                 __m512i t0, __m512i t1, __m512i t2, __m512i t3) {
+    const __m512i k = _mm512_loadu_si512((const void *)codes);
+    __m512i w;
+    if (kind == INT8_64) w = _mm512_permutexvar_epi8(k, t0);
+    else if (kind == INT8_128) w = _mm512_permutex2var_epi8(t0, k, t1);
+    else /* bit 7 of the code picks the upper 128 entries */
+        w = _mm512_mask_blend_epi8(_mm512_movepi8_mask(k), _mm512_permutex2var_epi8(t0, k, t1),
+                                   _mm512_permutex2var_epi8(t2, k, t3));
+    const __m512i x = _mm512_loadu_si512((const void *)xq);
+    const __m512i signed_x = _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), _mm512_setzero_si512(), x);
+    const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(w), signed_x);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(x_scale), acc);
+}
+
+DC_INT8_TARGET void int8_rows(int kind, const int8_task *t, int64_t r0, int64_t r1) {
+    const __m512i t0 = _mm512_loadu_si512((const void *)t->table);
+    const __m512i t1 = _mm512_loadu_si512((const void *)(t->table + 64));
+    const __m512i t2 = _mm512_loadu_si512((const void *)(t->table + 128));
+    const __m512i t3 = _mm512_loadu_si512((const void *)(t->table + 192));
+    const int64_t n_blocks = t->stride / 64;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = t->codes + r * t->stride;
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(); /* two chains hide the FMA latency */
+        int64_t b = 0;
+        for (; b + 2 <= n_blocks; b += 2) {
+            acc0 = int8_block(kind, row + 64 * b, t->xq + 64 * b, t->xs[b], acc0, t0, t1, t2, t3);
+            acc1 = int8_block(kind, row + 64 * b + 64, t->xq + 64 * b + 64, t->xs[b + 1], acc1, t0, t1, t2, t3);
+        }
+        if (b < n_blocks) acc0 = int8_block(kind, row + 64 * b, t->xq + 64 * b, t->xs[b], acc0, t0, t1, t2, t3);
+        const float y = t->w_scale * _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+        t->out[r] = t->bias ? y + t->bias[r] : y;
+    }
+}
+
+DC_INT8_TARGET_FN void int8_chunk(const void *task, int64_t c, int64_t n) {
+    const int8_task *t = (const int8_task *)task;
+    const int64_t r0 = t->rows * c / n, r1 = t->rows * (c + 1) / n;
+    if (t->table_size <= 64) int8_rows(INT8_64, t, r0, r1);
+    else if (t->table_size <= 128) int8_rows(INT8_128, t, r0, r1);
+    else int8_rows(INT8_256, t, r0, r1);
+}
+
 #endif /* DC_HAVE_AVX512 */
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -797,6 +905,48 @@ static PyObject *py_dense_spmv(PyObject *self, PyObject *const *args, Py_ssize_t
     Py_RETURN_NONE;
 }
 
+/* int8_spmv(codes, stride, table, table_size, w_scale, cols, rows, x, out, bias, parallel): w_scale is a
+ * float, every other argument an int. The input is quantized on the calling thread, then rows run on
+ * the pool like dense_spmv's. */
+static PyObject *py_int8_spmv(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    int64_t a[11];
+    if (nargs != 11) {
+        PyErr_Format(PyExc_TypeError, "int8_spmv: expected 11 arguments, got %zd", nargs);
+        return NULL;
+    }
+    const double w_scale = PyFloat_AsDouble(args[4]);
+    if (w_scale == -1.0 && PyErr_Occurred()) return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        a[i] = i == 4 ? 0 : (int64_t)PyLong_AsLongLong(args[i]);
+        if (a[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    if (!int8_supported()) {
+        PyErr_SetString(PyExc_RuntimeError, "int8_spmv: this CPU lacks AVX-512 VBMI and VNNI (or F/BW/VL)");
+        return NULL;
+    }
+    if (a[1] % 64 || a[1] < a[5] || a[3] < 1 || a[3] > 256) {
+        PyErr_SetString(PyExc_ValueError, "int8_spmv: expected a stride that is a multiple of 64 and >= cols, "
+                                          "and 1 to 256 table entries");
+        return NULL;
+    }
+#ifdef DC_HAVE_AVX512
+    const int64_t n_blocks = a[1] / 64;
+    /* the quantized input and its block scales, written once per call (a few KB) */
+    int8_t *xq = (int8_t *)malloc((size_t)a[1] + sizeof(float) * (size_t)n_blocks + 1);
+    if (!xq) return PyErr_NoMemory();
+    float *xs = (float *)(void *)(xq + a[1]); /* a[1] is a multiple of 64: aligned for floats */
+    int8_task t = {PTR(const uint8_t *, a[0]), a[1], PTR(const int8_t *, a[2]), a[3], (float)w_scale, a[6],
+                   xq, xs, PTR(float *, a[8]), PTR(const float *, a[9])};
+    Py_BEGIN_ALLOW_THREADS
+    quantize_blocks(PTR(const float *, a[7]), a[5], n_blocks, xq, xs);
+    /* about twice as many multiply-adds per cycle as the fp32 dense kernel: half its work units */
+    parallel_for(int8_chunk, &t, a[10] ? chunks_for(t.rows * t.stride / 8, t.rows) : 1);
+    Py_END_ALLOW_THREADS
+    free(xq);
+#endif
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
     long n = PyLong_AsLong(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
@@ -842,18 +992,23 @@ static PyObject *py_set_wake_min_work(PyObject *self, PyObject *arg) {
 
 static PyObject *py_supported(PyObject *self, PyObject *unused) { return PyBool_FromLong(simd_supported()); }
 
+static PyObject *py_int8_supported(PyObject *self, PyObject *unused) { return PyBool_FromLong(int8_supported()); }
+
 static PyMethodDef simd_methods[] = {
     {"csr_spmv", (PyCFunction)(void (*)(void))py_csr_spmv, METH_FASTCALL, "out = W x, packed codebook CSR"},
     {"csr_spmm", (PyCFunction)(void (*)(void))py_csr_spmm, METH_FASTCALL, "out = W x, x (cols, n), packed CSR"},
     {"csr_conv", (PyCFunction)(void (*)(void))py_csr_conv, METH_FASTCALL, "stride-1 conv, one image, packed CSR"},
     {"sliced_spmv", (PyCFunction)(void (*)(void))py_sliced_spmv, METH_FASTCALL, "out = W x, sliced layout"},
     {"dense_spmv", (PyCFunction)(void (*)(void))py_dense_spmv, METH_FASTCALL, "out = W x, dense codes"},
+    {"int8_spmv", (PyCFunction)(void (*)(void))py_int8_spmv, METH_FASTCALL,
+     "out ~= W x, int8 codebook times x quantized per 64-input block"},
     {"set_num_threads", py_set_num_threads, METH_O, "threads of the pool, the caller included"},
     {"num_threads", py_num_threads, METH_NOARGS, "threads of the pool, the caller included"},
     {"set_spin_us", py_set_spin_us, METH_O, "how long idle workers spin before they sleep"},
     {"set_wake_min_work", py_set_wake_min_work, METH_O,
      "smallest product (multiply-adds) that wakes sleeping workers; returns the previous value"},
     {"supported", py_supported, METH_NOARGS, "whether this CPU runs the AVX-512 kernels"},
+    {"int8_supported", py_int8_supported, METH_NOARGS, "whether this CPU runs the int8 kernel (VBMI, VNNI)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef simd_module = {PyModuleDef_HEAD_INIT, .m_name = "_simd", .m_doc = NULL, .m_size = -1,

@@ -1,6 +1,6 @@
-"""Two more in-memory layouts for batch-1 products, besides the packed CSR of :mod:`.packed`.
+"""More in-memory layouts for batch-1 products, besides the packed CSR of :mod:`.packed`.
 
-Both are built from a :class:`PackedCodebookCSR` at load time and read by the C extension's kernels
+They are built from a :class:`PackedCodebookCSR` at load time and read by the C extension's kernels
 (``_simd.c``); which layout a layer runs on is chosen by measurement (:mod:`.plan`).
 
 * :class:`SlicedCodebook` removes the gathers that bound the CSR kernel. Rows are taken 16 at a time
@@ -15,6 +15,10 @@ Both are built from a :class:`PackedCodebookCSR` at load time and read by the C 
   0.0 (paper section 3's codebook plus a zero entry): 4 bits per weight when the codebook has <= 15
   entries, else 8. Above roughly 20-25% density this reads fewer bytes than any index format (a
   sparse word is 2 bytes per nonzero) and the inputs are read contiguously.
+* :class:`Int8Codes` (opt-in, lossy) is dense byte codes again, but the codebook is rounded to int8
+  with one scale per layer and the kernel rounds the input to int8 per block of 64 (``int8_spmv`` in
+  ``_simd.c``): the products run as int8 dot products (AVX-512 VNNI), about twice the fp32 dense
+  kernel's multiply-adds per cycle, at the cost of a bounded error (tests/test_runtime_int8.py).
 """
 
 from __future__ import annotations
@@ -162,6 +166,71 @@ class DenseCodes:
         table = np.zeros(max(64, used + 1), dtype=np.float32)
         table[:used] = packed.codebook[:used]
         return cls(rows, cols, nibble, int(codes.shape[1]), np.ascontiguousarray(codes), table, used + 1)
+
+
+INT8_BLOCK = 64  # inputs per activation scale (one zmm register of int8)
+INT8_MAX = 127  # symmetric range of the quantized weights and inputs: [-127, 127]
+
+
+@dataclass(frozen=True)
+class Int8Codes:
+    """Every weight's byte code, ``zero_code`` (= the codebook size) where the weight is pruned, and the
+    codebook rounded to int8: weight ``w ~= scale * table[code]``.
+
+    The scale is ``max|codebook| / 127`` (symmetric, so 0.0 stays exactly 0 and a pruned weight adds
+    nothing); each weight is then off by at most ``scale / 2``. Rows are padded with the zero code to a
+    multiple of 64 columns, so the kernel reads whole 64-byte blocks with no tail; the input is rounded
+    per 64-column block at call time, by the kernel.
+
+    Attributes:
+        rows, cols: the matrix shape.
+        stride: bytes per row, ``cols`` rounded up to a multiple of 64.
+        codes: uint8 ``(rows, stride)``.
+        table: int8 ``(256,)``, the rounded codebook with 0 at ``zero_code`` and past it.
+        table_size: ``codebook size + 1`` (the kernel looks up in 64, 128 or 256 entries).
+        scale: the weight scale (a float32 value).
+    """
+
+    rows: int
+    cols: int
+    stride: int
+    codes: np.ndarray
+    table: np.ndarray
+    table_size: int
+    scale: float
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the kernel reads for the weights: the codes and the table."""
+        return int(self.codes.nbytes + self.table.nbytes)
+
+    @classmethod
+    def accepts(cls, packed: PackedCodebookCSR) -> bool:
+        """Whether the codes in use plus a zero code fit a byte."""
+        return _codes_used(packed) <= 255
+
+    @classmethod
+    def from_packed(cls, packed: PackedCodebookCSR) -> "Int8Codes":
+        """Re-lay and round ``packed``; raises ``ValueError`` when the codebook plus a zero code exceeds 256."""
+        used = _codes_used(packed)
+        if used > 255:
+            raise ValueError(f"int8 codes take codebooks of <= 255 entries, got {used}; use the 'csr' format")
+        rows, cols = packed.rows, packed.cols
+        stride = -(-cols // INT8_BLOCK) * INT8_BLOCK
+        codes = np.full((rows, stride), used, dtype=np.uint8)
+        row, col, code = packed.coo()
+        codes[row, col] = code.astype(np.uint8)
+        values = packed.codebook[:used].astype(np.float64)
+        peak = np.float32(np.abs(values).max()) if used else np.float32(0.0)
+        scale = peak / np.float32(INT8_MAX)
+        table = np.zeros(256, dtype=np.int8)
+        if scale > 0:
+            table[:used] = np.clip(np.rint(values / np.float64(scale)), -INT8_MAX, INT8_MAX).astype(np.int8)
+        return cls(rows, cols, stride, codes, table, used + 1, float(scale))
+
+    def dequantized(self) -> np.ndarray:
+        """The float32 ``(rows, cols)`` weight the kernel multiplies by (``scale * table[code]``)."""
+        return (self.table[self.codes[:, : self.cols]].astype(np.float32) * np.float32(self.scale))
 
 
 def _codes_used(packed: PackedCodebookCSR) -> int:

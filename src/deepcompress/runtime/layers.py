@@ -27,7 +27,7 @@ from deepcompress.errors import ConfigError
 from deepcompress.runtime import kernels, simd
 from deepcompress.runtime.dispatch import Backend, resolve, spmm, spmv
 from deepcompress.runtime.packed import PackedCodebookCSR
-from deepcompress.runtime.plan import Format, bind, choose, layout_for
+from deepcompress.runtime.plan import Format, bind, choose, layout_for, require_int8
 
 
 def _check_input(x: torch.Tensor, what: str) -> None:
@@ -170,7 +170,11 @@ class SparseCodebookLinear(_PackedMatmul):
         backend: ``"auto"``, ``"simd"``, ``"numba"`` or ``"torch"`` (see :mod:`deepcompress.runtime.dispatch`).
         format: the batch-1 layout on the ``simd`` backend: ``"auto"`` (measured now, on this machine),
             ``"csr"``, ``"sliced"`` or ``"dense"`` (see :mod:`deepcompress.runtime.plan`). The choice
-            is kept in :attr:`format` and the timings behind it in :attr:`format_us`.
+            is kept in :attr:`format` and the timings behind it in :attr:`format_us`. ``"int8"``
+            (opt-in, never chosen by ``"auto"``) runs batch-1 products with int8 weights and inputs
+            (:class:`~deepcompress.runtime.formats.Int8Codes`), close to but not equal to fp32;
+            larger batches still run the fp32 packed CSR product. It raises ``ConfigError`` naming
+            what is missing where the extension or the CPU's AVX-512 VBMI/VNNI is not there.
     """
 
     def __init__(
@@ -191,6 +195,8 @@ class SparseCodebookLinear(_PackedMatmul):
         self.format_us: dict[str, float] = {}
         self._layout: object | None = None
         self._spmv: Callable[[int, int], None] | None = None
+        if self.format_request is Format.INT8:
+            require_int8()
         if self.format_request is not Format.AUTO and resolve(self.backend, packed) is not Backend.SIMD:
             raise ConfigError(f"format {self.format_request.value!r} runs on the 'simd' backend only; use format='auto'")
         if resolve(self.backend, packed) is Backend.SIMD:

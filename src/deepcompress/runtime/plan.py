@@ -6,6 +6,11 @@ density, shape and codebook and on the machine (cache sizes, gather speed, bandw
 ``format="auto"`` every layout that can pay is built and timed on this machine (interleaved, median
 of a few warm calls on a random input) and the fastest kept; the others are dropped. The choice and
 the timings are recorded on the module (shown in its ``repr``). A named format is honoured as is.
+
+``int8`` is a fourth, lossy layout (:class:`~deepcompress.runtime.formats.Int8Codes`): int8 weights
+times an input rounded to int8 per 64-input block. ``auto`` never picks it, since it changes the
+outputs (within the bound tests/test_runtime_int8.py derives); a caller asks for it by name. It needs
+AVX-512 VBMI and VNNI besides the extension (:func:`require_int8`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 from deepcompress.choices import Choice
 from deepcompress.errors import ConfigError
 from deepcompress.runtime import simd
-from deepcompress.runtime.formats import DenseCodes, SlicedCodebook
+from deepcompress.runtime.formats import DenseCodes, Int8Codes, SlicedCodebook
 from deepcompress.runtime.packed import PackedCodebookCSR
 
 # (x address, out address) -> None: out = W x + bias for one input
@@ -40,6 +45,14 @@ class Format(Choice):
     CSR = "csr"
     SLICED = "sliced"
     DENSE = "dense"
+    INT8 = "int8"  # lossy: opt-in only, never among auto's candidates
+
+
+def require_int8() -> None:
+    """Raise ``ConfigError`` naming what is missing when the int8 kernel cannot run here."""
+    missing = simd.int8_missing()
+    if missing is not None:
+        raise ConfigError(f"format 'int8' needs {missing}; use format='auto' (fp32)")
 
 
 def candidates(packed: PackedCodebookCSR, fmt: str | Format) -> list[Format]:
@@ -49,6 +62,10 @@ def candidates(packed: PackedCodebookCSR, fmt: str | Format) -> list[Format]:
         raise ConfigError(f"format 'sliced' takes codebooks of <= 64 entries, got {packed.code_bits} bits; use 'auto'")
     if chosen is Format.DENSE and not DenseCodes.accepts(packed):
         raise ConfigError("format 'dense' takes codebooks of <= 255 entries; use 'auto'")
+    if chosen is Format.INT8:
+        require_int8()
+        if not Int8Codes.accepts(packed):
+            raise ConfigError("format 'int8' takes codebooks of <= 255 entries; use 'auto'")
     if chosen is not Format.AUTO:
         return [chosen]
     found = [Format.CSR]
@@ -67,6 +84,8 @@ def layout_for(fmt: Format, packed: PackedCodebookCSR) -> object:
         return SlicedCodebook.from_packed(packed)
     if fmt is Format.DENSE:
         return DenseCodes.from_packed(packed)
+    if fmt is Format.INT8:
+        return Int8Codes.from_packed(packed)
     raise ValueError(f"expected a concrete format, got {fmt!r}")
 
 
@@ -90,6 +109,10 @@ def bind(fmt: Format, layout: object, bias: np.ndarray | None, parallel: bool = 
         d = layout
         call = functools.partial(lib.dense_spmv, d.codes.ctypes.data, d.stride, int(d.nibble), d.table.ctypes.data,
                                  d.table_size, d.cols, d.rows)
+    elif fmt is Format.INT8 and isinstance(layout, Int8Codes):
+        q = layout
+        call = functools.partial(lib.int8_spmv, q.codes.ctypes.data, q.stride, q.table.ctypes.data, q.table_size,
+                                 q.scale, q.cols, q.rows)
     else:
         raise ValueError(f"expected the layout of format {fmt!r}, got {type(layout).__name__}")
     def kernel(x: int, out: int) -> None:

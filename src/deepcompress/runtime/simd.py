@@ -40,6 +40,19 @@ LIB: ModuleType | None = _load()
 HAVE_SIMD: bool = LIB is not None
 
 
+def int8_missing() -> str | None:
+    """What the opt-in int8 kernel lacks here, in words (``None`` when it runs): the extension, a build
+    of it that has the kernel, or the CPU's AVX-512 VBMI and VNNI (Zen 4 and Intel since Ice Lake)."""
+    if LIB is None:
+        return (f"the C extension {EXTENSION} (not built, or this CPU lacks AVX-512 F/BW/VL); "
+                "build it with `python setup.py build_ext --inplace`")
+    if not hasattr(LIB, "int8_supported"):
+        return f"a build of {EXTENSION} with the int8 kernel; rebuild it with `python setup.py build_ext --inplace`"
+    if not LIB.int8_supported():
+        return "a CPU with AVX-512 VBMI and VNNI (vpermb, vpdpbusd), which this one lacks"
+    return None
+
+
 def set_num_threads(n: int) -> None:
     """Threads the extension's kernels use, the calling thread included (default: the usable CPUs)."""
     if LIB is not None:

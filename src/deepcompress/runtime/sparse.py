@@ -22,6 +22,7 @@ from deepcompress.errors import CheckpointError
 from deepcompress.handlers import handler_for
 from deepcompress.runtime.dense import build_architecture
 from deepcompress.runtime.dispatch import Backend
+from deepcompress.runtime.plan import Format
 
 
 class ConvMode(Choice):
@@ -78,13 +79,16 @@ def to_sparse_module(
     conv_mode: str | ConvMode = ConvMode.DENSE,
     backend: str | Backend = Backend.AUTO,
     *,
+    format: str | Format = Format.AUTO,
     model: nn.Module | None = None,
     trust_code: bool = False,
     base_dir: Path | None = None,
 ) -> nn.Module:
     """``model`` (or the file's architecture) with every compressed layer replaced by its runtime layer.
 
-    ``backend`` chooses the sparse layers' kernel (see :mod:`deepcompress.runtime.dispatch`). A weight
+    ``backend`` chooses the sparse layers' kernel (see :mod:`deepcompress.runtime.dispatch`);
+    ``format`` the batch-1 layout of every Linear on the ``simd`` backend (``"auto"`` measures each
+    layer; ``"int8"`` is the opt-in int8-activation kernel, see :mod:`deepcompress.runtime.plan`). A weight
     tied to a compressed layer is decoded into its module (the sparse replacement holds no Parameter
     to share).
 
@@ -93,7 +97,8 @@ def to_sparse_module(
     """
     if not isinstance(cm, CompressedModel):
         raise TypeError(f"expected a CompressedModel, got {type(cm).__name__}")
-    options = {"conv_mode": ConvMode.parse(conv_mode, "conv_mode"), "backend": Backend.parse(backend, "backend")}
+    options = {"conv_mode": ConvMode.parse(conv_mode, "conv_mode"), "backend": Backend.parse(backend, "backend"),
+               "format": Format.parse(format, "format")}
     if model is None:
         model = build_architecture(cm, trust_code=trust_code, base_dir=base_dir)
     modules = dict(model.named_modules())
