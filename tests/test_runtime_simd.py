@@ -232,3 +232,35 @@ def test_pool_works_after_fork(eager_pool: None) -> None:
     assert parent.poll(60), "the forked child hung in the thread pool"
     np.testing.assert_array_equal(parent.recv(), expected)
     proc.join(10)
+
+
+@needs_simd
+def test_resizing_the_pool_right_after_starting_workers_does_not_hang(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """set_num_threads joins the workers: one created by the previous call but not yet running when the
+    stop was published must still see it (it once took the stop generation as already seen and slept
+    forever). Run in a child process so that a regression fails on the timeout instead of hanging."""
+    script = textwrap.dedent(
+        """
+        import numpy as np, torch
+        from deepcompress.compressed import CompressedLayer
+        from deepcompress.runtime import SparseCodebookLinear, simd
+        rng = np.random.default_rng(0)
+        pos = np.flatnonzero(rng.random(256 * 512) < 0.5)
+        layer = CompressedLayer("fc", "linear", (256, 512), rng.standard_normal(32).astype(np.float32), pos,
+                                rng.integers(0, 32, pos.size), None, 5, 5)
+        x = torch.from_numpy(rng.standard_normal((1, 512)).astype(np.float32))
+        simd.LIB.set_wake_min_work(0)
+        for _ in range(300):
+            simd.set_num_threads(3)
+            SparseCodebookLinear.from_compressed(layer, format="csr")(x)  # starts two workers
+            simd.set_num_threads(2)  # stops them at once
+        print("done")
+        """
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("set_num_threads hung joining a worker that started after the stop was published")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "done"

@@ -107,9 +107,14 @@ static void work(uint64_t gen) {
     }
 }
 
+/* The generation current when each worker was created, read by the worker as its first "seen" one. Taken
+ * by the creator, not by the new thread: a thread that starts running only after stop_workers() has
+ * published its stop generation would otherwise take that one as already seen and sleep forever
+ * while stop_workers() joins it (seen as a hang in set_num_threads on a loaded machine). */
+static uint64_t start_generation[MAX_WORKERS];
+
 static void *worker_main(void *arg) {
-    (void)arg;
-    uint64_t seen = atomic_load(&pool.generation);
+    uint64_t seen = *(const uint64_t *)arg;
     for (;;) {
         uint64_t g = atomic_load_explicit(&pool.generation, memory_order_acquire);
         if (g == seen) { /* spin for spin_ns, then sleep until the next call */
@@ -152,7 +157,8 @@ static void stop_workers(void) {
 
 static void start_workers(void) {
     while (pool.started < pool.threads - 1) {
-        if (pthread_create(&pool.tid[pool.started], NULL, worker_main, NULL) != 0) break;
+        start_generation[pool.started] = atomic_load(&pool.generation);
+        if (pthread_create(&pool.tid[pool.started], NULL, worker_main, &start_generation[pool.started]) != 0) break;
         pool.started++;
     }
 }
