@@ -569,7 +569,7 @@ DC_TARGET void sliced_groups(int wide, const sliced_task *t, int64_t g0, int64_t
                 x3 = _mm512_maskz_loadu_ps(tail_mask(left - 48 > 0 ? left - 48 : 0), xs + 48);
             }
             for (; c >= 2; c -= 2, w += 32) {
-                _mm_prefetch((const char *)(w + 1024), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w + 8192), _MM_HINT_T0); /* 16 KB ahead: measured best of 2, 8, 16 KB on cold VGG-16 fc6 (Zen 4) */
                 const __m512i w0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)w));
                 const __m512i w1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + 16)));
                 acc0 = sliced_step(wide, acc0, w0, c0, c1, c2, c3, x0, x1, x2, x3);
