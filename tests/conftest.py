@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from deepcompress import models
+from deepcompress.runtime import simd
 
 
 @pytest.fixture(autouse=True)
@@ -42,6 +43,18 @@ def make_idx_dir(directory: Path, n_train: int = 60_000, n_test: int = 10_000, c
         write_idx(directory / f"{split}-images-idx3-ubyte{suffix}", images, compress)
         write_idx(directory / f"{split}-labels-idx1-ubyte{suffix}", labels, compress)
     return directory
+
+
+@pytest.fixture
+def eager_pool() -> Iterator[None]:
+    """Let every product large enough for the extension's pool wake its workers (they otherwise stay
+    asleep below ~4M multiply-adds, so tests would never leave the calling thread); restore the pool's
+    size and that threshold after the test."""
+    before_threads = simd.num_threads()
+    before_wake = simd.LIB.set_wake_min_work(0)
+    yield
+    simd.LIB.set_wake_min_work(before_wake)
+    simd.set_num_threads(before_threads)
 
 
 @pytest.fixture(scope="session")

@@ -217,15 +217,6 @@ def test_auto_never_picks_int8_and_a_named_int8_is_recorded() -> None:
         torch.testing.assert_close(clone(x), module(x), rtol=0, atol=0)
 
 
-@pytest.fixture
-def eager_pool():
-    """Let products above the extension's PARALLEL_MIN_WORK wake sleeping workers; restore after."""
-    before_threads = simd.num_threads()
-    before_wake = simd.LIB.set_wake_min_work(0)
-    yield
-    simd.LIB.set_wake_min_work(before_wake)
-    simd.set_num_threads(before_threads)
-
 
 @needs_int8
 @pytest.mark.parametrize("threads", [2, 3])

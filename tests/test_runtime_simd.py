@@ -69,16 +69,6 @@ def test_simd_all_zero_layer(batch: int) -> None:
     assert torch.equal(got, expected)  # only the bias is left
 
 
-@pytest.fixture
-def eager_pool():
-    """Let every product large enough for the pool wake its workers (they otherwise stay asleep below
-    ~4M multiply-adds, so tests would never leave the calling thread); restore the settings after."""
-    before_threads = simd.num_threads()
-    before_wake = simd.LIB.set_wake_min_work(0)
-    yield
-    simd.LIB.set_wake_min_work(before_wake)
-    simd.set_num_threads(before_threads)
-
 
 @needs_simd
 @pytest.mark.parametrize("threads", [1, 2, 3])

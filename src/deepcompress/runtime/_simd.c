@@ -276,6 +276,17 @@ typedef struct {
     int64_t row_chunks, tile_chunks;
 } csr_task;
 
+/* Cut a product over `tiles` 64-wide output tiles into chunks for parallel_for, `work` multiply-adds in
+ * all: split batch tiles first (no shared rows), then rows when there are fewer tiles than chunks. Sets
+ * t's tile_chunks and row_chunks; returns how many chunks that makes. */
+static int64_t split_tiles(csr_task *t, int64_t tiles, int64_t work) {
+    const int64_t chunks = chunks_for(work, t->rows * tiles);
+    t->tile_chunks = tiles < chunks ? tiles : chunks;
+    t->row_chunks = chunks / t->tile_chunks;
+    if (t->row_chunks > t->rows) t->row_chunks = t->rows > 0 ? t->rows : 1;
+    return t->row_chunks * t->tile_chunks;
+}
+
 enum { LOOKUP_16 = 0, LOOKUP_32 = 1, LOOKUP_TABLE = 2 };
 
 DC_TARGET __m512 lookup(int kind, __m512i code, __m512 lo, __m512 hi, const float *codebook) {
@@ -822,14 +833,9 @@ static PyObject *py_csr_spmm(PyObject *self, PyObject *const *args, Py_ssize_t n
 #ifdef DC_HAVE_AVX512
     csr_task t = {PTR(const int32_t *, a[0]), PTR(const uint16_t *, a[1]), PTR(const float *, a[2]), a[3], a[4], a[5],
                   a[6], a[7], PTR(const float *, a[8]), a[9], PTR(float *, a[10]), PTR(const float *, a[11]), 1, 1};
-    const int64_t tiles = (t.n + 63) / 64;
-    const int64_t chunks = chunks_for(t.nnz * t.n, t.rows * tiles);
-    /* split batch tiles first (no shared rows), then rows when there are fewer tiles than chunks */
-    t.tile_chunks = tiles < chunks ? tiles : chunks;
-    t.row_chunks = chunks / t.tile_chunks;
-    if (t.row_chunks > t.rows) t.row_chunks = t.rows > 0 ? t.rows : 1;
+    const int64_t n_chunks = split_tiles(&t, (t.n + 63) / 64, t.nnz * t.n);
     Py_BEGIN_ALLOW_THREADS
-    parallel_for(csr_spmm_chunk, &t, t.row_chunks * t.tile_chunks);
+    parallel_for(csr_spmm_chunk, &t, n_chunks);
     Py_END_ALLOW_THREADS
 #endif
     Py_RETURN_NONE;
@@ -868,13 +874,9 @@ static PyObject *py_csr_conv(PyObject *self, PyObject *const *args, Py_ssize_t n
     conv_task t = {{PTR(const int32_t *, a[0]), PTR(const uint16_t *, a[1]), PTR(const float *, a[2]), a[3], a[4],
                     a[5], a[6], a[7], NULL, 0, PTR(float *, a[18]), PTR(const float *, a[19]), 1, 1},
                    xp, coloff, oh * wp, wp, oh, ow};
-    const int64_t tiles = (t.L + 63) / 64;
-    const int64_t chunks = chunks_for(t.csr.nnz * t.L, t.csr.rows * tiles);
-    t.csr.tile_chunks = tiles < chunks ? tiles : chunks;
-    t.csr.row_chunks = chunks / t.csr.tile_chunks;
-    if (t.csr.row_chunks > t.csr.rows) t.csr.row_chunks = t.csr.rows > 0 ? t.csr.rows : 1;
+    const int64_t n_chunks = split_tiles(&t.csr, (t.L + 63) / 64, t.csr.nnz * t.L);
     Py_BEGIN_ALLOW_THREADS
-    parallel_for(conv_chunk, &t, t.csr.row_chunks * t.csr.tile_chunks);
+    parallel_for(conv_chunk, &t, n_chunks);
     Py_END_ALLOW_THREADS
     free(xp);
     free(coloff);

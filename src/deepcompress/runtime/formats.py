@@ -149,15 +149,10 @@ class DenseCodes:
     def from_packed(cls, packed: PackedCodebookCSR) -> "DenseCodes":
         """Re-lay ``packed``; raises ``ValueError`` when the codebook plus a zero code exceeds 256."""
         used = _codes_used(packed)
-        if used > 255:
-            raise ValueError(f"dense codes take codebooks of <= 255 entries, got {used}; use the 'csr' format")
-        zero = used
         nibble = used + 1 <= 16
         rows, cols = packed.rows, packed.cols
         padded = -(-cols // 32) * 32 if nibble else cols
-        full = np.full((rows, padded), zero, dtype=np.uint8)
-        row, col, code = packed.coo()
-        full[row, col] = code.astype(np.uint8)
+        full = _byte_codes(packed, padded, "dense codes")
         if nibble:
             chunks = full.reshape(rows, padded // 32, 2, 16)
             codes = (chunks[:, :, 0, :] | (chunks[:, :, 1, :] << 4)).reshape(rows, padded // 2)
@@ -213,13 +208,9 @@ class Int8Codes:
     def from_packed(cls, packed: PackedCodebookCSR) -> "Int8Codes":
         """Re-lay and round ``packed``; raises ``ValueError`` when the codebook plus a zero code exceeds 256."""
         used = _codes_used(packed)
-        if used > 255:
-            raise ValueError(f"int8 codes take codebooks of <= 255 entries, got {used}; use the 'csr' format")
         rows, cols = packed.rows, packed.cols
         stride = -(-cols // INT8_BLOCK) * INT8_BLOCK
-        codes = np.full((rows, stride), used, dtype=np.uint8)
-        row, col, code = packed.coo()
-        codes[row, col] = code.astype(np.uint8)
+        codes = _byte_codes(packed, stride, "int8 codes")
         values = packed.codebook[:used].astype(np.float64)
         peak = np.float32(np.abs(values).max()) if used else np.float32(0.0)
         scale = peak / np.float32(INT8_MAX)
@@ -231,6 +222,19 @@ class Int8Codes:
     def dequantized(self) -> np.ndarray:
         """The float32 ``(rows, cols)`` weight the kernel multiplies by (``scale * table[code]``)."""
         return (self.table[self.codes[:, : self.cols]].astype(np.float32) * np.float32(self.scale))
+
+
+def _byte_codes(packed: PackedCodebookCSR, width: int, layout: str) -> np.ndarray:
+    """uint8 ``(rows, width)``: every stored weight's code at its column, the zero code (the number of
+    codes in use) everywhere else, padding columns included. Raises ``ValueError`` naming ``layout``
+    when the codes in use plus that zero code do not fit a byte."""
+    used = _codes_used(packed)
+    if used > 255:
+        raise ValueError(f"{layout} take codebooks of <= 255 entries, got {used}; use the 'csr' format")
+    codes = np.full((packed.rows, width), used, dtype=np.uint8)
+    row, col, code = packed.coo()
+    codes[row, col] = code.astype(np.uint8)
+    return codes
 
 
 def _codes_used(packed: PackedCodebookCSR) -> int:
