@@ -33,6 +33,7 @@
  * x86-64 compiler flags, and supported() tells the caller whether this CPU can run it.
  */
 #define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE /* sched_getcpu, pthread_setaffinity_np */
 #include <Python.h>
 #include <pthread.h>
 #include <sched.h>
@@ -137,7 +138,27 @@ static void *worker_main(void *arg) {
     }
 }
 
+/* Before waking sleeping workers, keep them off the calling thread's CPU. Linux tends to place a thread
+ * woken by another on the waker's CPU (wake-affine); a worker that lands there preempts the caller
+ * instead of running beside it, and the call then takes longer than on one thread (measured on a
+ * 2-core VM: AlexNet fc7 198 us on one thread, 417 us with a woken worker). */
+static int steered_from = -1; /* the CPU the workers' affinity last excluded */
+
+static void steer_workers_off_this_cpu(void) {
+#ifdef __linux__
+    const int cpu = sched_getcpu();
+    if (cpu < 0 || cpu == steered_from) return;
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || !CPU_ISSET(cpu, &allowed) || CPU_COUNT(&allowed) < 2)
+        return;
+    CPU_CLR(cpu, &allowed);
+    for (int i = 0; i < pool.started; i++) pthread_setaffinity_np(pool.tid[i], sizeof allowed, &allowed);
+    steered_from = cpu;
+#endif
+}
+
 static void publish(uint64_t gen) {
+    if (atomic_load(&pool.sleepers) > 0 && !pool.stop) steer_workers_off_this_cpu();
     atomic_store(&pool.generation, gen);
     if (atomic_load(&pool.sleepers) > 0) {
         pthread_mutex_lock(&pool.lock);
@@ -156,6 +177,7 @@ static void stop_workers(void) {
 }
 
 static void start_workers(void) {
+    steered_from = -1; /* a new worker has its creator's affinity */
     while (pool.started < pool.threads - 1) {
         start_generation[pool.started] = atomic_load(&pool.generation);
         if (pthread_create(&pool.tid[pool.started], NULL, worker_main, &start_generation[pool.started]) != 0) break;
@@ -170,6 +192,7 @@ static void after_fork_child(void) {
     pthread_mutex_init(&pool.dispatch, NULL);
     pool.started = 0;
     pool.stop = 0;
+    steered_from = -1;
     atomic_store(&pool.sleepers, 0);
 }
 
@@ -202,10 +225,14 @@ static void parallel_for(chunk_fn fn, const void *task, int64_t n_chunks) {
 #define CHUNKS_PER_THREAD 4
 
 /* Sleeping workers are woken only for products of at least this many multiply-adds (~1 ms on one
- * thread); smaller ones run on the calling thread. A wake-up costs ~50 us on an idle machine but
- * measured 6-7 ms on an oversubscribed one (2 cores, load 11: AlexNet fc8, cold, 255 us on one thread,
- * 6.2 ms on two), where the woken worker preempts the caller or is preempted holding a chunk. Workers
- * that are still spinning from the previous call of a forward pass take part at any size. */
+ * thread); smaller ones run on the calling thread. With warm caches a wake pays from ~2^20 (AlexNet fc8,
+ * 1.4M, workers asleep: 69 us on two threads against 79 on one, once the worker is kept off the
+ * caller's CPU: steer_workers_off_this_cpu). After a 64 MB cache flush, the cold-cache benchmark's
+ * case, waking for less was slower on a 2-core VM (AlexNet fc8 160 against 129 us, VGG-16 fc7 195
+ * against 137), the wake path itself being cold. On an oversubscribed machine a wake can cost
+ * milliseconds (2 cores, load 11: AlexNet fc8 6.2 ms on two threads against 255 us on one), which is
+ * why a layer measures both and may keep its product on one thread (runtime/plan.py). Workers that are
+ * still spinning from the previous call of a forward pass take part at any size. */
 static int64_t wake_min_work = 1 << 22;
 
 static int64_t chunks_for(int64_t work_units, int64_t max_chunks) {
@@ -809,18 +836,21 @@ static int check_supported(void) {
 
 #define PTR(T, v) ((T)(uintptr_t)(v))
 
-/* The batch-1 entry points take a last argument `parallel`: 0 runs on the calling thread alone (a layer
- * chooses by measurement, deepcompress.runtime.plan), 1 lets the pool take part. */
+/* The batch-1 entry points end with (bias, parallel, x, out): `parallel` 0 runs on the calling thread
+ * alone (a layer chooses by measurement, deepcompress.runtime.plan), 1 lets the pool take part. The
+ * input and output come last so that a functools.partial over everything else is the whole kernel:
+ * a forward pass calls it with two addresses and no Python frame in between (cold, each frame and
+ * attribute lookup costs microseconds). */
 
-/* csr_spmv(ptr, words, codebook, n_blocks, code_bits, col_bits, rows, nnz, x, out, bias, parallel) */
+/* csr_spmv(ptr, words, codebook, n_blocks, code_bits, col_bits, rows, nnz, bias, parallel, x, out) */
 static PyObject *py_csr_spmv(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     int64_t a[12];
     if (int_args(args, nargs, 12, a, "csr_spmv") || check_supported()) return NULL;
 #ifdef DC_HAVE_AVX512
     csr_task t = {PTR(const int32_t *, a[0]), PTR(const uint16_t *, a[1]), PTR(const float *, a[2]), a[3], a[4], a[5],
-                  a[6], a[7], PTR(const float *, a[8]), 1, PTR(float *, a[9]), PTR(const float *, a[10]), 1, 1};
+                  a[6], a[7], PTR(const float *, a[10]), 1, PTR(float *, a[11]), PTR(const float *, a[8]), 1, 1};
     Py_BEGIN_ALLOW_THREADS
-    parallel_for(csr_spmv_chunk, &t, a[11] ? chunks_for(t.nnz, t.rows) : 1);
+    parallel_for(csr_spmv_chunk, &t, a[9] ? chunks_for(t.nnz, t.rows) : 1);
     Py_END_ALLOW_THREADS
 #endif
     Py_RETURN_NONE;
@@ -884,36 +914,36 @@ static PyObject *py_csr_conv(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
-/* sliced_spmv(gptr, counts, words, codebook, n_slabs, cols, rows, wide, x, out, bias, parallel) */
+/* sliced_spmv(gptr, counts, words, codebook, n_slabs, cols, rows, wide, bias, parallel, x, out) */
 static PyObject *py_sliced_spmv(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     int64_t a[12];
     if (int_args(args, nargs, 12, a, "sliced_spmv") || check_supported()) return NULL;
 #ifdef DC_HAVE_AVX512
     sliced_task t = {PTR(const int64_t *, a[0]), PTR(const uint8_t *, a[1]), PTR(const uint16_t *, a[2]),
                      PTR(const float *, a[3]), a[4], a[5], a[6], (a[6] + 15) / 16, a[7],
-                     PTR(const float *, a[8]), PTR(float *, a[9]), PTR(const float *, a[10])};
+                     PTR(const float *, a[10]), PTR(float *, a[11]), PTR(const float *, a[8])};
     Py_BEGIN_ALLOW_THREADS
-    parallel_for(sliced_chunk, &t, a[11] ? chunks_for(t.gptr[t.groups] * 16, t.groups) : 1);
+    parallel_for(sliced_chunk, &t, a[9] ? chunks_for(t.gptr[t.groups] * 16, t.groups) : 1);
     Py_END_ALLOW_THREADS
 #endif
     Py_RETURN_NONE;
 }
 
-/* dense_spmv(codes, stride, nibble, table, table_size, cols, rows, x, out, bias, parallel) */
+/* dense_spmv(codes, stride, nibble, table, table_size, cols, rows, bias, parallel, x, out) */
 static PyObject *py_dense_spmv(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     int64_t a[11];
     if (int_args(args, nargs, 11, a, "dense_spmv") || check_supported()) return NULL;
 #ifdef DC_HAVE_AVX512
     dense_task t = {PTR(const uint8_t *, a[0]), a[1], a[2], a[4], PTR(const float *, a[3]), a[5], a[6],
-                    PTR(const float *, a[7]), PTR(float *, a[8]), PTR(const float *, a[9])};
+                    PTR(const float *, a[9]), PTR(float *, a[10]), PTR(const float *, a[7])};
     Py_BEGIN_ALLOW_THREADS
-    parallel_for(dense_chunk, &t, a[10] ? chunks_for(t.rows * t.cols / 4, t.rows) : 1);
+    parallel_for(dense_chunk, &t, a[8] ? chunks_for(t.rows * t.cols / 4, t.rows) : 1);
     Py_END_ALLOW_THREADS
 #endif
     Py_RETURN_NONE;
 }
 
-/* int8_spmv(codes, stride, table, table_size, w_scale, cols, rows, x, out, bias, parallel): w_scale is a
+/* int8_spmv(codes, stride, table, table_size, w_scale, cols, rows, bias, parallel, x, out): w_scale is a
  * float, every other argument an int. The input is quantized on the calling thread, then rows run on
  * the pool like dense_spmv's. */
 static PyObject *py_int8_spmv(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -944,11 +974,11 @@ static PyObject *py_int8_spmv(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (!xq) return PyErr_NoMemory();
     float *xs = (float *)(void *)(xq + a[1]); /* a[1] is a multiple of 64: aligned for floats */
     int8_task t = {PTR(const uint8_t *, a[0]), a[1], PTR(const int8_t *, a[2]), a[3], (float)w_scale, a[6],
-                   xq, xs, PTR(float *, a[8]), PTR(const float *, a[9])};
+                   xq, xs, PTR(float *, a[10]), PTR(const float *, a[7])};
     Py_BEGIN_ALLOW_THREADS
-    quantize_blocks(PTR(const float *, a[7]), a[5], n_blocks, xq, xs);
+    quantize_blocks(PTR(const float *, a[9]), a[5], n_blocks, xq, xs);
     /* about twice as many multiply-adds per cycle as the fp32 dense kernel: half its work units */
-    parallel_for(int8_chunk, &t, a[10] ? chunks_for(t.rows * t.stride / 8, t.rows) : 1);
+    parallel_for(int8_chunk, &t, a[8] ? chunks_for(t.rows * t.stride / 8, t.rows) : 1);
     Py_END_ALLOW_THREADS
     free(xq);
 #endif

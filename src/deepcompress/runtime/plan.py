@@ -99,25 +99,24 @@ def bind(fmt: Format, layout: object, bias: np.ndarray | None, parallel: bool = 
     b, par = (0 if bias is None else bias.ctypes.data), int(parallel)
     if fmt is Format.CSR and isinstance(layout, PackedCodebookCSR):
         p = layout
-        call = functools.partial(lib.csr_spmv, p.ptr.ctypes.data, p.words.ctypes.data, p.codebook.ctypes.data,
-                                 p.n_blocks, p.code_bits, p.col_bits, p.rows, p.nnz)
+        args = (lib.csr_spmv, p.ptr.ctypes.data, p.words.ctypes.data, p.codebook.ctypes.data, p.n_blocks,
+                p.code_bits, p.col_bits, p.rows, p.nnz)
     elif fmt is Format.SLICED and isinstance(layout, SlicedCodebook):
         s = layout
-        call = functools.partial(lib.sliced_spmv, s.gptr.ctypes.data, s.counts.ctypes.data, s.words.ctypes.data,
-                                 s.codebook.ctypes.data, s.n_slabs, s.cols, s.rows, int(s.wide))
+        args = (lib.sliced_spmv, s.gptr.ctypes.data, s.counts.ctypes.data, s.words.ctypes.data,
+                s.codebook.ctypes.data, s.n_slabs, s.cols, s.rows, int(s.wide))
     elif fmt is Format.DENSE and isinstance(layout, DenseCodes):
         d = layout
-        call = functools.partial(lib.dense_spmv, d.codes.ctypes.data, d.stride, int(d.nibble), d.table.ctypes.data,
-                                 d.table_size, d.cols, d.rows)
+        args = (lib.dense_spmv, d.codes.ctypes.data, d.stride, int(d.nibble), d.table.ctypes.data, d.table_size,
+                d.cols, d.rows)
     elif fmt is Format.INT8 and isinstance(layout, Int8Codes):
         q = layout
-        call = functools.partial(lib.int8_spmv, q.codes.ctypes.data, q.stride, q.table.ctypes.data, q.table_size,
-                                 q.scale, q.cols, q.rows)
+        args = (lib.int8_spmv, q.codes.ctypes.data, q.stride, q.table.ctypes.data, q.table_size, q.scale, q.cols,
+                q.rows)
     else:
         raise ValueError(f"expected the layout of format {fmt!r}, got {type(layout).__name__}")
-    def kernel(x: int, out: int) -> None:
-        call(x, out, b, par)
-
+    # the C function with every argument but (x, out) bound: calling it runs no Python code
+    kernel = functools.partial(*args, b, par)
     kernel.arrays = (layout, bias)  # type: ignore[attr-defined]  # alive as long as their addresses are used
     return kernel
 
