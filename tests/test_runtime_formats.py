@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from deepcompress.errors import ConfigError
 from deepcompress.runtime import PackedCodebookCSR, SparseCodebookConv2d, SparseCodebookLinear, kernels, simd
-from deepcompress.runtime.formats import PAD_BIT, DenseCodes, SlicedCodebook
+from deepcompress.runtime.formats import ZERO_COLUMN, DenseCodes, SlicedCodebook
 from deepcompress.runtime.plan import SINGLE, Format, candidates
 from test_runtime import random_layer, use_backend
 
@@ -83,17 +83,39 @@ def test_codebook_widths(weight_bits: int, fmt: str) -> None:
 
 @needs_simd
 def test_sliced_layout_pads_to_the_fullest_row() -> None:
-    """A cell takes as many vectors as its fullest row; the rest of its lanes are padding."""
+    """A cell (16 rows x 63 columns) takes as many vectors as its fullest row; the rest of its lanes are
+    padding words that point at the slab's zero column."""
     rng = np.random.default_rng(5)
-    # row 0 has 5 nonzeros in slab 0, row 3 one, the rest none; row 16 (group 1) 2 in slab 1
-    positions = np.array([0, 1, 2, 3, 4, 3 * 100 + 10, 16 * 100 + 64, 16 * 100 + 99])
+    # row 0 has 5 nonzeros in slab 0, row 3 one, the rest none; row 16 (group 1) 2 in slab 1 (columns 63-125)
+    positions = np.array([0, 1, 2, 3, 4, 3 * 100 + 10, 16 * 100 + 63, 16 * 100 + 99])
     layer = random_layer((20, 100), 0, rng, positions=positions)
     sliced = SlicedCodebook.from_packed(PackedCodebookCSR.from_layer(layer))
     assert sliced.counts.tolist() == [[5, 0], [0, 2]]
     assert sliced.gptr.tolist() == [0, 5, 7]
-    assert sliced.words.size == 7 * 16 and np.count_nonzero(sliced.words & PAD_BIT) == 7 * 16 - 8
+    pad = ZERO_COLUMN << 5
+    assert sliced.pad_word == pad and sliced.words.size == 7 * 16
+    assert np.count_nonzero(sliced.words == pad) == 7 * 16 - 8 and sliced.padding == (7 * 16 - 8) / (7 * 16)
     assert sliced.words[16 * 4] >> 5 == 4 and sliced.words[3] >> 5 == 10  # row 0's 5th, row 3's only word
+    assert sliced.words[16 * 5] >> 5 == 0 and sliced.words[16 * 6] >> 5 == 99 - 63  # row 16, slab 1
     check(layer, "sliced", rng)
+
+
+@needs_simd
+def test_sliced_padding_adds_nothing_next_to_non_finite_inputs() -> None:
+    """Padding lanes read the zero lane, not an input: an inf or NaN in a column a row does not store
+    leaves that row finite (a sparse product skips pruned weights, where a dense one would give
+    0 * inf = NaN), and one in a column it stores makes it infinite."""
+    rng = np.random.default_rng(12)
+    positions = np.array([0 * 70 + 5, 1 * 70 + 62, 2 * 70 + 63, 2 * 70 + 64])  # rows 0-2 use columns 5, 62, 63, 64
+    layer = random_layer((3, 70), 0, rng, positions=positions, bias=False)
+    module = SparseCodebookLinear.from_compressed(layer, backend="simd", format="sliced")
+    x = torch.zeros(1, 70)
+    x[0, 62] = float("inf")
+    x[0, 0] = float("nan")
+    y = module(x)[0]
+    weight = layer.dense_weight()
+    assert y[0] == 0.0 and y[2] == 0.0  # rows 0 and 2 store only columns whose input is 0
+    assert torch.isinf(y[1]) and np.sign(y[1].item()) == np.sign(weight[1, 62])
 
 
 @needs_simd

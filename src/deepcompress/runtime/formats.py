@@ -4,13 +4,14 @@ They are built from a :class:`PackedCodebookCSR` at load time and read by the C 
 (``_simd.c``); which layout a layer runs on is chosen by measurement (:mod:`.plan`).
 
 * :class:`SlicedCodebook` removes the gathers that bound the CSR kernel. Rows are taken 16 at a time
-  (one per SIMD lane) and columns 64 at a time (a "slab", whose 64 inputs fit in four zmm registers).
-  Within a (group, slab) cell, vector ``k`` holds the ``k``-th nonzero of each of the 16 rows; rows
-  with fewer nonzeros in that cell get padding lanes (bit 15 set) that decode to 0.0. Each 16-bit
-  word is ``column_in_slab << code_field | code`` with a 5-bit code field (codebooks of <= 32
-  entries, the paper's fc setting) or a 6-bit one (<= 64). The input is fetched from registers with
-  ``vpermt2ps`` and 16 rows accumulate in one register, so nothing is gathered and nothing reduced
-  horizontally. Padding costs bytes: the cell takes as many vectors as its fullest row.
+  (one per SIMD lane) and columns 63 at a time (a "slab", whose inputs fit in four zmm registers
+  with a 64th lane holding 0.0). Within a (group, slab) cell, vector ``k`` holds the ``k``-th nonzero
+  of each of the 16 rows; rows with fewer nonzeros in that cell get padding lanes, which point at the
+  zero lane and so add nothing without a test. Each 16-bit word is ``column_in_slab << code_field |
+  code`` with a 5-bit code field (codebooks of <= 32 entries, the paper's fc setting) or a 6-bit one
+  (<= 64). The input is fetched from registers with ``vpermt2ps`` and 16 rows accumulate in one
+  register, so nothing is gathered and nothing reduced horizontally. Padding costs bytes and time:
+  the cell takes as many vectors as its fullest row.
 * :class:`DenseCodes` stores every weight's code, a zero weight as one extra code that decodes to
   0.0 (paper section 3's codebook plus a zero entry): 4 bits per weight when the codebook has <= 15
   entries, else 8. Above roughly 20-25% density this reads fewer bytes than any index format (a
@@ -29,19 +30,19 @@ import numpy as np
 
 from deepcompress.runtime.packed import PackedCodebookCSR
 
-SLAB = 64
-PAD_BIT = 0x8000
+SLAB = 63  # columns per sliced cell; column 63 of a slab is the kernel's zero lane
+ZERO_COLUMN = 63
 GROUP = 16
 
 
 @dataclass(frozen=True)
 class SlicedCodebook:
-    """A ``(rows, cols)`` matrix in 16-row x 64-column cells (see the module docstring).
+    """A ``(rows, cols)`` matrix in 16-row x 63-column cells (see the module docstring).
 
     Attributes:
         rows, cols: the matrix shape.
         wide: whether codes take 6 bits (codebooks of 33-64 entries) instead of 5.
-        n_slabs: ``ceil(cols / 64)``.
+        n_slabs: ``ceil(cols / 63)``.
         gptr: ``groups + 1`` int64 offsets (in 16-word vectors) of each row group's first vector.
         counts: uint8 ``(groups, n_slabs)`` vectors per cell, cells of a group in column order.
         words: uint16, 16 per vector, lane ``i`` for row ``16 * group + i``.
@@ -65,7 +66,12 @@ class SlicedCodebook:
     @property
     def padding(self) -> float:
         """Fraction of the words that are padding lanes."""
-        return float(np.count_nonzero(self.words & PAD_BIT) / max(self.words.size, 1))
+        return float(np.count_nonzero(self.words == self.pad_word) / max(self.words.size, 1))
+
+    @property
+    def pad_word(self) -> int:
+        """The word of a padding lane: the slab's zero column, code 0."""
+        return ZERO_COLUMN << (6 if self.wide else 5)
 
     @classmethod
     def accepts(cls, packed: PackedCodebookCSR) -> bool:
@@ -98,7 +104,7 @@ class SlicedCodebook:
         sorted_key = lane_key[order]
         rank = np.arange(sorted_key.size, dtype=np.int64) - key_start[sorted_key]
         slot = (cell_start[sorted_key // GROUP] + rank) * GROUP + sorted_key % GROUP
-        words = np.full(int(cell_start[-1]) * GROUP, PAD_BIT, dtype=np.uint16)
+        words = np.full(int(cell_start[-1]) * GROUP, ZERO_COLUMN << field, dtype=np.uint16)
         words[slot] = ((col[order] % SLAB) << field) | code[order]
         gptr = np.append(cell_start[:-1].reshape(groups, n_slabs)[:, 0] if groups else [], cell_start[-1])
         codebook = np.zeros(64, dtype=np.float32)
