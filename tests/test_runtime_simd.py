@@ -254,3 +254,57 @@ def test_resizing_the_pool_right_after_starting_workers_does_not_hang(tmp_path) 
         pytest.fail("set_num_threads hung joining a worker that started after the stop was published")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "done"
+
+
+@needs_simd
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux thread affinity and at least two usable CPUs")
+def test_woken_workers_are_kept_off_the_callers_cpu(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A call that wakes sleeping workers first takes the caller's current CPU out of their affinity, so
+    Linux cannot place a woken worker on it (where it would preempt the caller); the caller moving to
+    another CPU moves the exclusion with it. Child process: it pins its own main thread."""
+    script = textwrap.dedent(
+        """
+        import os, time
+        import numpy as np, torch
+        from deepcompress.compressed import CompressedLayer
+        from deepcompress.runtime import SparseCodebookLinear, simd
+
+        def allowed(tid):
+            with open(f"/proc/self/task/{tid}/status") as status:
+                line = next(l for l in status if l.startswith("Cpus_allowed_list:"))
+            cpus = set()
+            for part in line.split(":")[1].strip().split(","):
+                lo, _, hi = part.partition("-")
+                cpus.update(range(int(lo), int(hi or lo) + 1))
+            return cpus
+
+        rng = np.random.default_rng(0)
+        pos = np.flatnonzero(rng.random(256 * 512) < 0.5)
+        layer = CompressedLayer("fc", "linear", (256, 512), rng.standard_normal(32).astype(np.float32), pos,
+                                rng.integers(0, 32, pos.size), None, 5, 5)
+        module = SparseCodebookLinear.from_compressed(layer, format="csr")
+        x = torch.from_numpy(rng.standard_normal((1, 512)).astype(np.float32))
+        expected = module(x)
+        simd.set_num_threads(2)
+        simd.LIB.set_wake_min_work(0)
+        simd.LIB.set_spin_us(0)  # workers sleep as soon as a call ends
+        module(x)  # starts the worker
+        workers = [t for t in os.listdir("/proc/self/task")
+                   if open(f"/proc/self/task/{t}/comm").read().strip() == "deepcompress"]
+        assert len(workers) == 1, workers
+        cpus = sorted(os.sched_getaffinity(0))
+        for cpu in (cpus[0], cpus[1], cpus[0]):
+            os.sched_setaffinity(0, {cpu})  # this (main) thread only
+            time.sleep(0.02)  # the worker is asleep
+            torch.testing.assert_close(module(x), expected)  # wakes it
+            for tid in workers:
+                got = allowed(tid)
+                assert cpu not in got and got == set(cpus) - {cpu}, (cpu, got)
+        print("done")
+        """
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "done"
