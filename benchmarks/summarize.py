@@ -93,6 +93,29 @@ def inference_section(result: dict | None = None) -> list[str]:
         c = n["cold_us"]
         lines.append(f"| {n['network']} | {c['dense']:.0f} | {c['csr_torch']:.0f} | {c['ours']:.0f} | "
                      f"{n['speedup_cold']:.2f}x | {n['speedup_warm']:.2f}x |")
+    return lines + int8_section(result)
+
+
+def int8_section(result: dict) -> list[str]:
+    """The int8 column as a Markdown table (empty when it was not measured)."""
+    rows = [r for r in result["fc"]["results"] if "int8" in r]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Opt-in int8 (`format=\"int8\"`, lossy) at batch 1, same run and dense baseline; cold-cache medians,",
+        "microseconds per input; relative error against the float64 dense product:",
+        "",
+        "| layer | dense | ours (format) | int8 | int8 speedup | warm | int8 / ours | rel. error | bandwidth |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        q = r["int8"]
+        lines.append(
+            f"| {r['layer']} | {r['dense_us']:.0f} | {r['ours_us']:.0f} ({r['format']}) | {q['us']:.0f} | "
+            f"{q['speedup']:.2f}x | {q['speedup_warm']:.2f}x | {q['speedup_over_ours']:.2f}x | "
+            f"{q['relative_error']:.1e} | {100 * q['bandwidth_fraction']:.0f}% |"
+        )
     return lines
 
 

@@ -8,8 +8,11 @@ not depend on the centroid values). Each layer is timed, interleaved in one proc
 whose batch-1 layout -- csr, sliced or dense codes -- is chosen per layer by measurement when the
 layer is built, and recorded in the row's ``format``) and, so progress shows, on the previous kernels:
 ``ours_csr`` (the packed CSR layout of :mod:`deepcompress.runtime.packed`, on the extension's pool)
-and ``ours_numba`` (the portable numba kernel). The headline is the cold-cache median speedup of ours
-over the fastest dense routine; see the README's Benchmarks section and docs/INFERENCE.md.
+and ``ours_numba`` (the portable numba kernel). At batch 1, where the CPU runs it, ``ours_int8`` times
+the opt-in lossy int8 format (``format="int8"``) in the same loops and against the same baseline; its
+figures are kept under each row's ``int8`` and its (larger, expected) error out of the fp32 kernels'
+``max_relative_error``. The headline is the cold-cache median speedup of ours over the fastest dense
+routine; see the README's Benchmarks section and docs/INFERENCE.md.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ PAPER_LAYERS: dict[str, tuple[int, int, float, float]] = {
 DENSE_KERNELS = ("dense_torch", "dense_numpy")
 # "ours" runs on the backend "auto" picks; "ours_csr" is the packed CSR layout on the C extension (timed
 # when it is built), "ours_numba" the numba kernel (timed when numba is there).
-KERNELS = DENSE_KERNELS + ("csr_scipy", "csr_torch", "ours", "ours_csr", "ours_numba")
+INT8 = "ours_int8"  # the opt-in int8 format, batch 1 only, where the CPU runs it
+KERNELS = DENSE_KERNELS + ("csr_scipy", "csr_torch", "ours", "ours_csr", "ours_numba", INT8)
 
 
 def synthetic_layer(name: str, out: int, inp: int, density: float, rng: np.random.Generator) -> CompressedLayer:
@@ -101,6 +105,10 @@ def _kernels(layer: CompressedLayer, batch: int) -> tuple[dict[str, Callable[[],
         calls["ours_numba"] = lambda: numba_module(state["x_t"])
     if csr_module is not None:
         calls["ours_csr"] = lambda: csr_module(state["x_t"])
+    int8_module = None
+    if batch == 1 and simd.int8_missing() is None:
+        int8_module = SparseCodebookLinear.from_compressed(layer, backend=Backend.SIMD, format="int8")
+        calls[INT8] = lambda: int8_module(state["x_t"])
     ours_bytes = module._layout.nbytes if batch == 1 and module._layout is not None else module.packed.nbytes
     nbytes = {
         "dense_torch": dense.nbytes,
@@ -113,6 +121,8 @@ def _kernels(layer: CompressedLayer, batch: int) -> tuple[dict[str, Callable[[],
         nbytes["ours_numba"] = numba_module.packed.nbytes
     if csr_module is not None:
         nbytes["ours_csr"] = csr_module.packed.nbytes
+    if int8_module is not None:
+        nbytes[INT8] = int8_module._layout.nbytes  # type: ignore[union-attr]
     return calls, nbytes, state
 
 
@@ -247,7 +257,7 @@ def _row(name: str, out: int, inp: int, density: float, paper: float, batch: int
     ours_us = cold_s["ours"]["median"]
     floor_us = (nbytes["ours"] + io_bytes) / bandwidth * 1e6 / batch
     dense_floor_us = (nbytes[fastest] + io_bytes) / bandwidth * 1e6 / batch
-    return {
+    row = {
         "layer": name,
         "shape": [out, inp],
         "density": density,
@@ -270,6 +280,17 @@ def _row(name: str, out: int, inp: int, density: float, paper: float, batch: int
         "floor_speedup": dense_floor_us / floor_us,
         "relative_error": errors,
     }
+    if INT8 in cold_s:
+        int8_us = cold_s[INT8]["median"]
+        row["int8"] = {
+            "us": int8_us,
+            "speedup": cold_s[fastest]["median"] / int8_us,
+            "speedup_warm": min(warm_s[k]["median"] for k in DENSE_KERNELS) / warm_s[INT8]["median"],
+            "speedup_over_ours": ours_us / int8_us,
+            "relative_error": errors[INT8],
+            "bandwidth_fraction": (nbytes[INT8] + io_bytes) / (int8_us * 1e-6 * batch) / bandwidth,
+        }
+    return row
 
 
 def _summary(rows: list[dict]) -> dict:
@@ -278,7 +299,11 @@ def _summary(rows: list[dict]) -> dict:
         speedups = [r["speedup"] for r in rows if r["batch"] == batch]
         summary[f"batch{batch}_geomean_speedup"] = float(np.exp(np.mean(np.log(speedups))))
         summary[f"batch{batch}_min_speedup"] = float(min(speedups))
-    summary["max_relative_error"] = float(max(max(r["relative_error"].values()) for r in rows))
+    summary["max_relative_error"] = float(max(e for r in rows for k, e in r["relative_error"].items() if k != INT8))
+    int8 = [r["int8"] for r in rows if "int8" in r]
+    if int8:
+        summary["int8_max_relative_error"] = float(max(q["relative_error"] for q in int8))
+        summary["batch1_int8_geomean_speedup"] = float(np.exp(np.mean([np.log(q["speedup"]) for q in int8])))
     return summary
 
 
