@@ -68,6 +68,10 @@ def _broadcast_worker(rank: int, port: int, out: str) -> None:
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         state["pruned_grad_max"] = torch.tensor(pruned_grad)
         save_file({k: v.contiguous() for k, v in state.items()}, f"{out}/rank{rank}.safetensors")
+        # gloo's broadcast can return on the sender before the receiver has its data; a rank that tore
+        # the group down then broke the other's transfer ("terminate called without an active
+        # exception", SIGABRT, seen once in a full test run on a loaded 2-core machine)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

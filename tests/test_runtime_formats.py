@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from deepcompress.errors import ConfigError
 from deepcompress.runtime import PackedCodebookCSR, SparseCodebookConv2d, SparseCodebookLinear, kernels, simd
 from deepcompress.runtime.formats import ZERO_COLUMN, DenseCodes, SlicedCodebook
-from deepcompress.runtime.plan import SINGLE, Format, candidates
+from deepcompress.runtime.plan import EVEN, SINGLE, Format, candidates, layout_name
 from test_runtime import random_layer, use_backend
 
 needs_simd = pytest.mark.skipif(not kernels.HAVE_SIMD, reason="AVX-512 extension not built or CPU lacks AVX-512")
@@ -101,6 +101,29 @@ def test_sliced_layout_pads_to_the_fullest_row() -> None:
 
 
 @needs_simd
+def test_sliced_even_cells() -> None:
+    """``even=True`` pads every cell to an even number of vectors; the product is unchanged, and a copy
+    keeps the variant it was measured with."""
+    rng = np.random.default_rng(13)
+    layer = random_layer((37, 333), 0.1, rng)
+    packed = PackedCodebookCSR.from_layer(layer)
+    odd, even = SlicedCodebook.from_packed(packed), SlicedCodebook.from_packed(packed, even=True)
+    assert not odd.even and even.even and np.any(odd.counts % 2) and not np.any(even.counts % 2)
+    assert np.array_equal(even.counts, odd.counts + odd.counts % 2)
+    assert even.words.size == 16 * int(even.counts.sum()) and even.padding > odd.padding
+    module = check(layer, "sliced", rng)
+    x = torch.from_numpy(rng.standard_normal((1, 333)).astype(np.float32))
+    for layout in (odd, even):
+        object.__setattr__(module, "_layout", layout)
+        module._spmv = None
+        torch.testing.assert_close(module(x), F.linear(x, torch.from_numpy(layer.dense_weight()),
+                                                       torch.from_numpy(layer.bias)), rtol=1e-4, atol=2e-4)
+        clone = copy.deepcopy(module)
+        assert clone._layout.even == layout.even and layout_name(clone.format, clone._layout).endswith(EVEN) == layout.even
+        torch.testing.assert_close(clone(x), module(x))
+
+
+@needs_simd
 def test_sliced_padding_adds_nothing_next_to_non_finite_inputs() -> None:
     """Padding lanes read the zero lane, not an input: an inf or NaN in a column a row does not store
     leaves that row finite (a sparse product skips pruned weights, where a dense one would give
@@ -136,15 +159,20 @@ def test_format_choice_recorded_and_honoured() -> None:
     layer = random_layer((64, 256), 0.3, rng)
     auto = SparseCodebookLinear.from_compressed(layer, format="auto")
     tried = [f.value for f in candidates(auto.packed, "auto")]
+    tried += [f + EVEN for f in tried if f == "sliced"]  # the sliced layout is timed with and without even cells
     suffixes = ["", SINGLE] if simd.num_threads() > 1 else [""]
     assert set(auto.format_us) == {f + s for f in tried for s in suffixes} and auto.format.value in tried
+    chosen = layout_name(auto.format, auto._layout)
     best = min(auto.format_us, key=auto.format_us.get)
-    assert best == auto.format.value + ("" if auto.parallel else SINGLE)
-    assert f"format={auto.format.value}, threads={'pool' if auto.parallel else 1}" in repr(auto)
+    assert best == chosen + ("" if auto.parallel else SINGLE)
+    assert f"format={chosen}, threads={'pool' if auto.parallel else 1}" in repr(auto)
     for fmt, layout in (("csr", PackedCodebookCSR), ("sliced", SlicedCodebook), ("dense", DenseCodes)):
         module = SparseCodebookLinear.from_compressed(layer, format=fmt)
-        assert set(module.format_us) == ({fmt, fmt + SINGLE} if len(suffixes) == 2 else set())
-        assert isinstance(module._layout, layout) and f"format={fmt}" in repr(module)
+        names = {fmt, fmt + EVEN} if fmt == "sliced" else {fmt}
+        timed = {n + s for n in names for s in suffixes}
+        assert set(module.format_us) == (timed if len(timed) > 1 else set())  # one candidate: nothing to time
+        assert isinstance(module._layout, layout) and f"format={layout_name(module.format, module._layout)}," in repr(module)
+        assert layout_name(module.format, module._layout) in names
     sparse = random_layer((64, 4096), 0.04, rng)  # dense codes would read 8x the bytes: not tried
     assert Format.DENSE not in candidates(PackedCodebookCSR.from_layer(sparse), "auto")
 

@@ -139,23 +139,43 @@ def measure(kernels: dict[str, Kernel], cols: int, rows: int, repeats: int = REP
     return {name: float(np.median(s) * 1e6) for name, s in samples.items()}
 
 
+EVEN = "/even"  # suffix of the sliced layout with cells padded to an even number of vectors
+
+
+def layouts_for(packed: PackedCodebookCSR, fmt: str | Format) -> dict[str, tuple[Format, object]]:
+    """The layouts to time for ``packed`` and the request ``fmt``, by name: each candidate format's, and
+    for ``sliced`` also its even-padded variant (``sliced/even``, see :meth:`SlicedCodebook.from_packed`)."""
+    found: dict[str, tuple[Format, object]] = {}
+    for f in candidates(packed, fmt):
+        found[f.value] = (f, layout_for(f, packed))
+        if f is Format.SLICED:
+            found[f.value + EVEN] = (f, SlicedCodebook.from_packed(packed, even=True))
+    return found
+
+
+def layout_name(fmt: Format, layout: object) -> str:
+    """The name :func:`layouts_for` gives ``layout`` (recorded on a layer and in benchmark results)."""
+    return fmt.value + (EVEN if isinstance(layout, SlicedCodebook) and layout.even else "")
+
+
 def choose(packed: PackedCodebookCSR, bias: np.ndarray | None, fmt: str | Format
            ) -> tuple[Format, bool, object, Kernel, dict[str, float]]:
-    """``(format, parallel, layout, kernel, timings in us)``: the named format or the fastest candidate,
-    on the pool or on the calling thread alone, whichever measured faster (a loaded machine can make
-    the pool's wake-ups cost more than the second core gains)."""
-    layouts = {f: layout_for(f, packed) for f in candidates(packed, fmt)}
+    """``(format, parallel, layout, kernel, timings in us)``: the named format or the fastest candidate
+    layout, on the pool or on the calling thread alone, whichever measured faster (a loaded machine can
+    make the pool's wake-ups cost more than the second core gains)."""
+    layouts = layouts_for(packed, fmt)
     kernels: dict[str, Kernel] = {}
-    variants: dict[str, tuple[Format, bool]] = {}
-    for f, layout in layouts.items():
-        kernels[f.value], variants[f.value] = bind(f, layout, bias, True), (f, True)
+    variants: dict[str, tuple[str, bool]] = {}
+    for name, (f, layout) in layouts.items():
+        kernels[name], variants[name] = bind(f, layout, bias, True), (name, True)
         if simd.num_threads() > 1:
-            name = f.value + SINGLE
-            kernels[name], variants[name] = bind(f, layout, bias, False), (f, False)
+            kernels[name + SINGLE], variants[name + SINGLE] = bind(f, layout, bias, False), (name, False)
     if len(kernels) == 1:
         (name, kernel), = kernels.items()
-        return variants[name][0], True, layouts[variants[name][0]], kernel, {}
+        f, layout = layouts[name]
+        return f, True, layout, kernel, {}
     times = measure(kernels, packed.cols, packed.rows)
     best = min(times, key=times.get)
-    f, parallel = variants[best]
-    return f, parallel, layouts[f], kernels[best], times
+    name, parallel = variants[best]
+    f, layout = layouts[name]
+    return f, parallel, layout, kernels[best], times
