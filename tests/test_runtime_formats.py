@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from deepcompress.errors import ConfigError
 from deepcompress.runtime import PackedCodebookCSR, SparseCodebookConv2d, SparseCodebookLinear, kernels, simd
 from deepcompress.runtime.formats import ZERO_COLUMN, DenseCodes, SlicedCodebook
-from deepcompress.runtime.plan import EVEN, SINGLE, Format, candidates, layout_name
+from deepcompress.runtime.plan import SINGLE, Format, candidates
 from test_runtime import random_layer, use_backend
 
 needs_simd = pytest.mark.skipif(not kernels.HAVE_SIMD, reason="AVX-512 extension not built or CPU lacks AVX-512")
@@ -84,13 +84,13 @@ def test_codebook_widths(weight_bits: int, fmt: str) -> None:
 @needs_simd
 def test_sliced_layout_pads_to_the_fullest_row() -> None:
     """A cell (16 rows x 63 columns) takes as many vectors as its fullest row; the rest of its lanes are
-    padding words that point at the slab's zero column."""
+    padding words that point at the slab's zero column. Empty cells are not stored."""
     rng = np.random.default_rng(5)
     # row 0 has 5 nonzeros in slab 0, row 3 one, the rest none; row 16 (group 1) 2 in slab 1 (columns 63-125)
     positions = np.array([0, 1, 2, 3, 4, 3 * 100 + 10, 16 * 100 + 63, 16 * 100 + 99])
     layer = random_layer((20, 100), 0, rng, positions=positions)
     sliced = SlicedCodebook.from_packed(PackedCodebookCSR.from_layer(layer))
-    assert sliced.counts.tolist() == [[5, 0], [0, 2]]
+    assert sliced.counts.tolist() == [5, 2] and sliced.slabs.tolist() == [0, 1] and sliced.cptr.tolist() == [0, 1, 2]
     assert sliced.gptr.tolist() == [0, 5, 7]
     pad = ZERO_COLUMN << 5
     assert sliced.pad_word == pad and sliced.words.size == 7 * 16
@@ -101,26 +101,18 @@ def test_sliced_layout_pads_to_the_fullest_row() -> None:
 
 
 @needs_simd
-def test_sliced_even_cells() -> None:
-    """``even=True`` pads every cell to an even number of vectors; the product is unchanged, and a copy
-    keeps the variant it was measured with."""
-    rng = np.random.default_rng(13)
-    layer = random_layer((37, 333), 0.1, rng)
-    packed = PackedCodebookCSR.from_layer(layer)
-    odd, even = SlicedCodebook.from_packed(packed), SlicedCodebook.from_packed(packed, even=True)
-    assert not odd.even and even.even and np.any(odd.counts % 2) and not np.any(even.counts % 2)
-    assert np.array_equal(even.counts, odd.counts + odd.counts % 2)
-    assert even.words.size == 16 * int(even.counts.sum()) and even.padding > odd.padding
-    module = check(layer, "sliced", rng)
-    x = torch.from_numpy(rng.standard_normal((1, 333)).astype(np.float32))
-    for layout in (odd, even):
-        object.__setattr__(module, "_layout", layout)
-        module._spmv = None
-        torch.testing.assert_close(module(x), F.linear(x, torch.from_numpy(layer.dense_weight()),
-                                                       torch.from_numpy(layer.bias)), rtol=1e-4, atol=2e-4)
-        clone = copy.deepcopy(module)
-        assert clone._layout.even == layout.even and layout_name(clone.format, clone._layout).endswith(EVEN) == layout.even
-        torch.testing.assert_close(clone(x), module(x))
+def test_sliced_cells_of_a_group_are_stored_fewest_vectors_first() -> None:
+    """Within a row group cells are ordered by vector count (ties by slab), each naming its slab, so the
+    kernel's per-cell loop sees runs of equal trip counts."""
+    rng = np.random.default_rng(11)
+    # group 0: slab 0 holds 3 vectors (row 0), slab 1 one (row 0), slab 2 two (rows 0 and 5), slab 3 one (row 2)
+    positions = np.sort(np.array([0, 1, 2, 63, 126, 127, 5 * 252 + 130, 2 * 252 + 200]))
+    layer = random_layer((16, 252), 0, rng, positions=positions, bias=False)
+    sliced = SlicedCodebook.from_packed(PackedCodebookCSR.from_layer(layer))
+    assert sliced.slabs.tolist() == [1, 3, 2, 0] and sliced.counts.tolist() == [1, 1, 2, 3]
+    assert sliced.words[0] >> 5 == 0 and sliced.words[16 + 2] >> 5 == 200 - 189  # slab 1's row 0, slab 3's row 2
+    assert sliced.words[32] >> 5 == 0 and sliced.words[48] >> 5 == 1 and sliced.words[32 + 5] >> 5 == 130 - 126
+    check(layer, "sliced", rng)
 
 
 @needs_simd
@@ -159,20 +151,15 @@ def test_format_choice_recorded_and_honoured() -> None:
     layer = random_layer((64, 256), 0.3, rng)
     auto = SparseCodebookLinear.from_compressed(layer, format="auto")
     tried = [f.value for f in candidates(auto.packed, "auto")]
-    tried += [f + EVEN for f in tried if f == "sliced"]  # the sliced layout is timed with and without even cells
     suffixes = ["", SINGLE] if simd.num_threads() > 1 else [""]
     assert set(auto.format_us) == {f + s for f in tried for s in suffixes} and auto.format.value in tried
-    chosen = layout_name(auto.format, auto._layout)
     best = min(auto.format_us, key=auto.format_us.get)
-    assert best == chosen + ("" if auto.parallel else SINGLE)
-    assert f"format={chosen}, threads={'pool' if auto.parallel else 1}" in repr(auto)
+    assert best == auto.format.value + ("" if auto.parallel else SINGLE)
+    assert f"format={auto.format.value}, threads={'pool' if auto.parallel else 1}" in repr(auto)
     for fmt, layout in (("csr", PackedCodebookCSR), ("sliced", SlicedCodebook), ("dense", DenseCodes)):
         module = SparseCodebookLinear.from_compressed(layer, format=fmt)
-        names = {fmt, fmt + EVEN} if fmt == "sliced" else {fmt}
-        timed = {n + s for n in names for s in suffixes}
-        assert set(module.format_us) == (timed if len(timed) > 1 else set())  # one candidate: nothing to time
-        assert isinstance(module._layout, layout) and f"format={layout_name(module.format, module._layout)}," in repr(module)
-        assert layout_name(module.format, module._layout) in names
+        assert set(module.format_us) == ({fmt, fmt + SINGLE} if len(suffixes) == 2 else set())
+        assert isinstance(module._layout, layout) and f"format={fmt}" in repr(module)
     sparse = random_layer((64, 4096), 0.04, rng)  # dense codes would read 8x the bytes: not tried
     assert Format.DENSE not in candidates(PackedCodebookCSR.from_layer(sparse), "auto")
 
@@ -181,7 +168,7 @@ def test_format_choice_recorded_and_honoured() -> None:
 def test_format_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(8)
     wide = random_layer((8, 40), 0.5, rng, weight_bits=8)
-    with pytest.raises(ConfigError, match=r"format 'sliced' takes codebooks of <= 64 entries, got 8 bits"):
+    with pytest.raises(ConfigError, match=r"format 'sliced' takes codebooks of <= 64 entries, got 8 bits, and <= 4128768 columns"):
         SparseCodebookLinear.from_compressed(wide, format="sliced")
     with pytest.raises(ConfigError, match=r"format: expected one of \['auto', 'csr', 'sliced', 'dense', 'int8'\], got 'ell'"):
         SparseCodebookLinear.from_compressed(wide, format="ell")

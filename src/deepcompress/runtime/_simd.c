@@ -556,12 +556,14 @@ DC_TARGET_FN void conv_chunk(const void *task, int64_t ch, int64_t n_chunks) {
 }
 
 /* ------------------------------------------------------------------------------------------------ */
-/* sliced: 16 rows x 64-column slabs, x in registers                                                 */
+/* sliced: 16 rows x 63-column slabs, x in registers                                                 */
 /* ------------------------------------------------------------------------------------------------ */
 
 typedef struct {
     const int64_t *gptr;   /* groups + 1 offsets, in 16-word vectors */
-    const uint8_t *counts; /* groups x n_slabs vectors per slab */
+    const int64_t *cptr;   /* groups + 1 offsets into slabs / counts */
+    const uint16_t *slabs; /* per stored cell: its slab (a group's cells in order of their counts) */
+    const uint8_t *counts; /* per stored cell: its vectors */
     const uint16_t *words;
     const float *codebook; /* 64 floats, zero-padded */
     int64_t n_slabs, cols, rows, groups, wide;
@@ -599,11 +601,10 @@ DC_TARGET void sliced_groups(int wide, const sliced_task *t, int64_t g0, int64_t
     const __m512 c2 = _mm512_loadu_ps(t->codebook + 32), c3 = _mm512_loadu_ps(t->codebook + 48);
     for (int64_t g = g0; g < g1; g++) {
         const uint16_t *w = t->words + t->gptr[g] * 16;
-        const uint8_t *cnt = t->counts + g * t->n_slabs;
         __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-        for (int64_t s = 0; s < t->n_slabs; s++) {
-            int64_t c = cnt[s];
-            if (!c) continue;
+        for (int64_t i = t->cptr[g]; i < t->cptr[g + 1]; i++) {
+            int64_t c = t->counts[i];
+            const int64_t s = t->slabs[i];
             const float *xs = t->x + s * SLAB;
             const int64_t left = t->cols - s * SLAB;
             __m512 x0, x1, x2, x3;
@@ -924,16 +925,17 @@ static PyObject *py_csr_conv(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
-/* sliced_spmv(gptr, counts, words, codebook, n_slabs, cols, rows, wide, bias, parallel, x, out) */
+/* sliced_spmv(gptr, cptr, slabs, counts, words, codebook, n_slabs, cols, rows, wide, bias, parallel, x, out) */
 static PyObject *py_sliced_spmv(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    int64_t a[12];
-    if (int_args(args, nargs, 12, a, "sliced_spmv") || check_supported()) return NULL;
+    int64_t a[14];
+    if (int_args(args, nargs, 14, a, "sliced_spmv") || check_supported()) return NULL;
 #ifdef DC_HAVE_AVX512
-    sliced_task t = {PTR(const int64_t *, a[0]), PTR(const uint8_t *, a[1]), PTR(const uint16_t *, a[2]),
-                     PTR(const float *, a[3]), a[4], a[5], a[6], (a[6] + 15) / 16, a[7],
-                     PTR(const float *, a[10]), PTR(float *, a[11]), PTR(const float *, a[8])};
+    sliced_task t = {PTR(const int64_t *, a[0]), PTR(const int64_t *, a[1]), PTR(const uint16_t *, a[2]),
+                     PTR(const uint8_t *, a[3]), PTR(const uint16_t *, a[4]), PTR(const float *, a[5]), a[6], a[7],
+                     a[8], (a[8] + 15) / 16, a[9], PTR(const float *, a[12]), PTR(float *, a[13]),
+                     PTR(const float *, a[10])};
     Py_BEGIN_ALLOW_THREADS
-    parallel_for(sliced_chunk, &t, a[9] ? chunks_for(t.gptr[t.groups] * 16, t.groups) : 1);
+    parallel_for(sliced_chunk, &t, a[11] ? chunks_for(t.gptr[t.groups] * 16, t.groups) : 1);
     Py_END_ALLOW_THREADS
 #endif
     Py_RETURN_NONE;

@@ -39,13 +39,22 @@ GROUP = 16
 class SlicedCodebook:
     """A ``(rows, cols)`` matrix in 16-row x 63-column cells (see the module docstring).
 
+    Within a row group the non-empty cells are stored in order of their vector count, not of their
+    columns: the kernel loops over a cell's vectors, and a loop whose trip count changes at random from
+    one cell to the next has its exit mispredicted about once per cell (~15-20 cycles; at 4% density a
+    cell holds ~6 vectors of ~3 cycles each). Sorted, the count changes a few times per group (warm,
+    one thread: VGG-16 fc6 860 -> 560-610 us, AlexNet fc6 400 -> 295-305; smaller layers, whose
+    branch pattern the predictor learns when a layer is called again and again, lose 3-7%: VGG-16 fc7
+    67-70 -> 72-75 us). Each cell names its slab; empty cells are not stored.
+
     Attributes:
         rows, cols: the matrix shape.
         wide: whether codes take 6 bits (codebooks of 33-64 entries) instead of 5.
-        even: whether every cell is padded to an even number of vectors (see :meth:`from_packed`).
         n_slabs: ``ceil(cols / 63)``.
         gptr: ``groups + 1`` int64 offsets (in 16-word vectors) of each row group's first vector.
-        counts: uint8 ``(groups, n_slabs)`` vectors per cell, cells of a group in column order.
+        cptr: ``groups + 1`` int64 offsets of each row group's first cell in ``slabs`` / ``counts``.
+        slabs: uint16, per stored cell its slab (its columns are ``63 * slab ...``).
+        counts: uint8, per stored cell its vectors (1-64).
         words: uint16, 16 per vector, lane ``i`` for row ``16 * group + i``.
         codebook: float32 centroids zero-padded to 64.
     """
@@ -53,17 +62,18 @@ class SlicedCodebook:
     rows: int
     cols: int
     wide: bool
-    even: bool
     n_slabs: int
     gptr: np.ndarray
+    cptr: np.ndarray
+    slabs: np.ndarray
     counts: np.ndarray
     words: np.ndarray
     codebook: np.ndarray
 
     @property
     def nbytes(self) -> int:
-        """Bytes the kernel reads for the weights: words, counts, group offsets and the codebook."""
-        return int(self.words.nbytes + self.counts.nbytes + self.gptr.nbytes + self.codebook.nbytes)
+        """Bytes the kernel reads for the weights: words, cells, group offsets and the codebook."""
+        return int(sum(a.nbytes for a in (self.words, self.slabs, self.counts, self.gptr, self.cptr, self.codebook)))
 
     @property
     def padding(self) -> float:
@@ -77,23 +87,16 @@ class SlicedCodebook:
 
     @classmethod
     def accepts(cls, packed: PackedCodebookCSR) -> bool:
-        """Whether ``packed``'s codebook fits (<= 64 entries)."""
-        return packed.code_bits <= 6
+        """Whether ``packed``'s codebook fits (<= 64 entries) and its slabs a uint16."""
+        return packed.code_bits <= 6 and -(-packed.cols // SLAB) <= 1 << 16
 
     @classmethod
-    def from_packed(cls, packed: PackedCodebookCSR, even: bool = False) -> "SlicedCodebook":
-        """Re-lay ``packed``; raises ``ValueError`` for codebooks of more than 64 entries.
-
-        ``even`` pads every cell to an even number of vectors. The kernel runs a cell's vectors two at
-        a time and then an odd last one; with a random parity per cell that branch is mispredicted
-        about every other cell, which costs more than the extra padding on large layers (warm, one
-        thread: VGG-16 fc6 860 -> 600 us, AlexNet fc6 400 -> 320) but not on smaller ones, whose branch
-        history the predictor learns (VGG-16 fc7 67 -> 74 us). The layer measures both (runtime/plan.py).
-        """
+    def from_packed(cls, packed: PackedCodebookCSR) -> "SlicedCodebook":
+        """Re-lay ``packed``; raises ``ValueError`` where :meth:`accepts` does not."""
         if not cls.accepts(packed):
             raise ValueError(
-                f"the sliced layout takes codebooks of <= 64 entries (6 bits), got {packed.code_bits} bits; "
-                "use the 'csr' or 'dense' format"
+                f"the sliced layout takes codebooks of <= 64 entries (6 bits) and <= {SLAB << 16} columns, got "
+                f"{packed.code_bits} bits and {packed.cols} columns; use the 'csr' or 'dense' format"
             )
         rows, cols = packed.rows, packed.cols
         wide = packed.code_bits == 6
@@ -106,22 +109,24 @@ class SlicedCodebook:
         order = np.argsort(lane_key, kind="stable")
         per_lane = np.bincount(lane_key, minlength=groups * n_slabs * GROUP)
         vectors = per_lane.reshape(-1, GROUP).max(axis=1)  # per cell: its fullest row
-        if even:
-            vectors = vectors + (vectors & 1)
-        cell_start = np.zeros(vectors.size + 1, dtype=np.int64)
-        np.cumsum(vectors, out=cell_start[1:])
+        stored = np.flatnonzero(vectors)  # cell ids, group-major
+        stored = stored[np.lexsort((stored, vectors[stored], stored // n_slabs))]  # by group, then count
+        position = np.empty(vectors.size, dtype=np.int64)
+        position[stored] = np.arange(stored.size)
+        cell_start = np.zeros(stored.size + 1, dtype=np.int64)
+        np.cumsum(vectors[stored], out=cell_start[1:])
         key_start = np.zeros(per_lane.size + 1, dtype=np.int64)
         np.cumsum(per_lane, out=key_start[1:])
         sorted_key = lane_key[order]
         rank = np.arange(sorted_key.size, dtype=np.int64) - key_start[sorted_key]
-        slot = (cell_start[sorted_key // GROUP] + rank) * GROUP + sorted_key % GROUP
+        slot = (cell_start[position[sorted_key // GROUP]] + rank) * GROUP + sorted_key % GROUP
         words = np.full(int(cell_start[-1]) * GROUP, ZERO_COLUMN << field, dtype=np.uint16)
         words[slot] = ((col[order] % SLAB) << field) | code[order]
-        gptr = np.append(cell_start[:-1].reshape(groups, n_slabs)[:, 0] if groups else [], cell_start[-1])
+        cptr = np.searchsorted(stored // n_slabs, np.arange(groups + 1)).astype(np.int64)
         codebook = np.zeros(64, dtype=np.float32)
         codebook[: packed.codebook.size] = packed.codebook[:64]
-        return cls(rows, cols, wide, even, n_slabs, gptr.astype(np.int64), vectors.astype(np.uint8).reshape(groups, n_slabs),
-                   words, codebook)
+        return cls(rows, cols, wide, n_slabs, cell_start[cptr], cptr, (stored % n_slabs).astype(np.uint16),
+                   vectors[stored].astype(np.uint8), words, codebook)
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,8 @@ def candidates(packed: PackedCodebookCSR, fmt: str | Format) -> list[Format]:
     """The formats to build for ``packed`` and the request ``fmt`` (one when it is named)."""
     chosen = Format.parse(fmt, "format")
     if chosen is Format.SLICED and not SlicedCodebook.accepts(packed):
-        raise ConfigError(f"format 'sliced' takes codebooks of <= 64 entries, got {packed.code_bits} bits; use 'auto'")
+        raise ConfigError(f"format 'sliced' takes codebooks of <= 64 entries, got {packed.code_bits} bits, and "
+                          f"<= {63 << 16} columns, got {packed.cols}; use 'auto'")
     if chosen is Format.DENSE and not DenseCodes.accepts(packed):
         raise ConfigError("format 'dense' takes codebooks of <= 255 entries; use 'auto'")
     if chosen is Format.INT8:
@@ -103,8 +104,8 @@ def bind(fmt: Format, layout: object, bias: np.ndarray | None, parallel: bool = 
                 p.code_bits, p.col_bits, p.rows, p.nnz)
     elif fmt is Format.SLICED and isinstance(layout, SlicedCodebook):
         s = layout
-        args = (lib.sliced_spmv, s.gptr.ctypes.data, s.counts.ctypes.data, s.words.ctypes.data,
-                s.codebook.ctypes.data, s.n_slabs, s.cols, s.rows, int(s.wide))
+        args = (lib.sliced_spmv, s.gptr.ctypes.data, s.cptr.ctypes.data, s.slabs.ctypes.data, s.counts.ctypes.data,
+                s.words.ctypes.data, s.codebook.ctypes.data, s.n_slabs, s.cols, s.rows, int(s.wide))
     elif fmt is Format.DENSE and isinstance(layout, DenseCodes):
         d = layout
         args = (lib.dense_spmv, d.codes.ctypes.data, d.stride, int(d.nibble), d.table.ctypes.data, d.table_size,
@@ -139,43 +140,23 @@ def measure(kernels: dict[str, Kernel], cols: int, rows: int, repeats: int = REP
     return {name: float(np.median(s) * 1e6) for name, s in samples.items()}
 
 
-EVEN = "/even"  # suffix of the sliced layout with cells padded to an even number of vectors
-
-
-def layouts_for(packed: PackedCodebookCSR, fmt: str | Format) -> dict[str, tuple[Format, object]]:
-    """The layouts to time for ``packed`` and the request ``fmt``, by name: each candidate format's, and
-    for ``sliced`` also its even-padded variant (``sliced/even``, see :meth:`SlicedCodebook.from_packed`)."""
-    found: dict[str, tuple[Format, object]] = {}
-    for f in candidates(packed, fmt):
-        found[f.value] = (f, layout_for(f, packed))
-        if f is Format.SLICED:
-            found[f.value + EVEN] = (f, SlicedCodebook.from_packed(packed, even=True))
-    return found
-
-
-def layout_name(fmt: Format, layout: object) -> str:
-    """The name :func:`layouts_for` gives ``layout`` (recorded on a layer and in benchmark results)."""
-    return fmt.value + (EVEN if isinstance(layout, SlicedCodebook) and layout.even else "")
-
-
 def choose(packed: PackedCodebookCSR, bias: np.ndarray | None, fmt: str | Format
            ) -> tuple[Format, bool, object, Kernel, dict[str, float]]:
-    """``(format, parallel, layout, kernel, timings in us)``: the named format or the fastest candidate
-    layout, on the pool or on the calling thread alone, whichever measured faster (a loaded machine can
-    make the pool's wake-ups cost more than the second core gains)."""
-    layouts = layouts_for(packed, fmt)
+    """``(format, parallel, layout, kernel, timings in us)``: the named format or the fastest candidate,
+    on the pool or on the calling thread alone, whichever measured faster (a loaded machine can make
+    the pool's wake-ups cost more than the second core gains)."""
+    layouts = {f: layout_for(f, packed) for f in candidates(packed, fmt)}
     kernels: dict[str, Kernel] = {}
-    variants: dict[str, tuple[str, bool]] = {}
-    for name, (f, layout) in layouts.items():
-        kernels[name], variants[name] = bind(f, layout, bias, True), (name, True)
+    variants: dict[str, tuple[Format, bool]] = {}
+    for f, layout in layouts.items():
+        kernels[f.value], variants[f.value] = bind(f, layout, bias, True), (f, True)
         if simd.num_threads() > 1:
-            kernels[name + SINGLE], variants[name + SINGLE] = bind(f, layout, bias, False), (name, False)
+            name = f.value + SINGLE
+            kernels[name], variants[name] = bind(f, layout, bias, False), (f, False)
     if len(kernels) == 1:
         (name, kernel), = kernels.items()
-        f, layout = layouts[name]
-        return f, True, layout, kernel, {}
+        return variants[name][0], True, layouts[variants[name][0]], kernel, {}
     times = measure(kernels, packed.cols, packed.rows)
     best = min(times, key=times.get)
-    name, parallel = variants[best]
-    f, layout = layouts[name]
-    return f, parallel, layout, kernels[best], times
+    f, parallel = variants[best]
+    return f, parallel, layouts[f], kernels[best], times
