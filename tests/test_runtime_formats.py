@@ -14,8 +14,8 @@ from torch.nn import functional as F
 
 from deepcompress.errors import ConfigError
 from deepcompress.runtime import PackedCodebookCSR, SparseCodebookConv2d, SparseCodebookLinear, kernels, simd
-from deepcompress.runtime.formats import ZERO_COLUMN, DenseCodes, SlicedCodebook
-from deepcompress.runtime.plan import SINGLE, Format, candidates
+from deepcompress.runtime.formats import NARROW_SLAB, SLAB, DenseCodes, SlicedCodebook
+from deepcompress.runtime.plan import NARROW, SINGLE, Format, bind, candidates, layout_name
 from test_runtime import random_layer, use_backend
 
 needs_simd = pytest.mark.skipif(not kernels.HAVE_SIMD, reason="AVX-512 extension not built or CPU lacks AVX-512")
@@ -60,6 +60,38 @@ def test_formats_match_dense_on_awkward_shapes(fmt: str, rows: int, cols: int) -
 
 
 @needs_simd
+@pytest.mark.parametrize("slab", [SLAB, NARROW_SLAB])
+@pytest.mark.parametrize("weight_bits", [5, 6])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (17, 30), (17, 31), (17, 32), (33, 62), (16, 63), (15, 64), (33, 130)])
+def test_sliced_slab_widths_match_dense(slab: int, weight_bits: int, rows: int, cols: int) -> None:
+    """Both slab widths (63 and 31 columns), both code fields, on shapes around the slab edges and with
+    empty rows and empty slabs; on one thread and on the pool."""
+    rng = np.random.default_rng(rows * 1000 + cols + slab)
+    layer = random_layer((rows, cols), 0, rng, positions=awkward(rows, cols, rng), weight_bits=weight_bits)
+    layout = SlicedCodebook.from_packed(PackedCodebookCSR.from_layer(layer), slab)
+    assert layout.slab == slab and layout.n_slabs == -(-cols // slab)
+    x = rng.standard_normal(cols).astype(np.float32)
+    expected = layer.dense_weight() @ x + layer.bias
+    for parallel in (False, True):
+        out = np.full(rows, np.nan, dtype=np.float32)
+        bind(Format.SLICED, layout, layer.bias, parallel)(x.ctypes.data, out.ctypes.data)
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=2e-4)
+
+
+@needs_simd
+def test_sliced_narrow_slab_is_timed_and_named() -> None:
+    """A sliced layer times both slab widths and records which it kept (``sliced/31`` for 31 columns)."""
+    rng = np.random.default_rng(14)
+    module = SparseCodebookLinear.from_compressed(random_layer((40, 300), 0.25, rng), format="sliced")
+    assert {"sliced", "sliced" + NARROW} <= set(module.format_us)
+    name = layout_name(module.format, module._layout)
+    assert name == ("sliced" + NARROW if module._layout.slab == NARROW_SLAB else "sliced")
+    assert f"format={name}," in repr(module)
+    with pytest.raises(ValueError, match="expected a slab of 63 or 31 columns, got 64"):
+        SlicedCodebook.from_packed(module.packed, 64)
+
+
+@needs_simd
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("batch", [1, 3, 64])
 def test_formats_all_zero_layer(fmt: str, batch: int) -> None:
@@ -92,8 +124,8 @@ def test_sliced_layout_pads_to_the_fullest_row() -> None:
     sliced = SlicedCodebook.from_packed(PackedCodebookCSR.from_layer(layer))
     assert sliced.counts.tolist() == [5, 2] and sliced.slabs.tolist() == [0, 1] and sliced.cptr.tolist() == [0, 1, 2]
     assert sliced.gptr.tolist() == [0, 5, 7]
-    pad = ZERO_COLUMN << 5
-    assert sliced.pad_word == pad and sliced.words.size == 7 * 16
+    pad = SLAB << 5
+    assert sliced.slab == SLAB and sliced.pad_word == pad and sliced.words.size == 7 * 16
     assert np.count_nonzero(sliced.words == pad) == 7 * 16 - 8 and sliced.padding == (7 * 16 - 8) / (7 * 16)
     assert sliced.words[16 * 4] >> 5 == 4 and sliced.words[3] >> 5 == 10  # row 0's 5th, row 3's only word
     assert sliced.words[16 * 5] >> 5 == 0 and sliced.words[16 * 6] >> 5 == 99 - 63  # row 16, slab 1
@@ -151,15 +183,19 @@ def test_format_choice_recorded_and_honoured() -> None:
     layer = random_layer((64, 256), 0.3, rng)
     auto = SparseCodebookLinear.from_compressed(layer, format="auto")
     tried = [f.value for f in candidates(auto.packed, "auto")]
+    tried += [f + NARROW for f in tried if f == "sliced"]  # the sliced layout is timed at both slab widths
     suffixes = ["", SINGLE] if simd.num_threads() > 1 else [""]
-    assert set(auto.format_us) == {f + s for f in tried for s in suffixes} and auto.format.value in tried
+    chosen = layout_name(auto.format, auto._layout)
+    assert set(auto.format_us) == {f + s for f in tried for s in suffixes} and chosen in tried
     best = min(auto.format_us, key=auto.format_us.get)
-    assert best == auto.format.value + ("" if auto.parallel else SINGLE)
-    assert f"format={auto.format.value}, threads={'pool' if auto.parallel else 1}" in repr(auto)
+    assert best == chosen + ("" if auto.parallel else SINGLE)
+    assert f"format={chosen}, threads={'pool' if auto.parallel else 1}" in repr(auto)
     for fmt, layout in (("csr", PackedCodebookCSR), ("sliced", SlicedCodebook), ("dense", DenseCodes)):
         module = SparseCodebookLinear.from_compressed(layer, format=fmt)
-        assert set(module.format_us) == ({fmt, fmt + SINGLE} if len(suffixes) == 2 else set())
-        assert isinstance(module._layout, layout) and f"format={fmt}" in repr(module)
+        names = {fmt, fmt + NARROW} if fmt == "sliced" else {fmt}
+        timed = {n + s for n in names for s in suffixes}
+        assert set(module.format_us) == (timed if len(timed) > 1 else set())  # one candidate: nothing to time
+        assert isinstance(module._layout, layout) and layout_name(module.format, module._layout) in names
     sparse = random_layer((64, 4096), 0.04, rng)  # dense codes would read 8x the bytes: not tried
     assert Format.DENSE not in candidates(PackedCodebookCSR.from_layer(sparse), "auto")
 

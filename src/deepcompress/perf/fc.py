@@ -38,6 +38,7 @@ from deepcompress.compressed import CompressedLayer
 from deepcompress.errors import ConfigError
 from deepcompress.runtime import Backend, SparseCodebookLinear, available_backends, kernels, simd
 from deepcompress.runtime.dispatch import resolve
+from deepcompress.runtime.plan import layout_name
 
 # name: (out, in, kept fraction, paper CPU batch-1 speedup of sparse over dense, Table 8)
 PAPER_LAYERS: dict[str, tuple[int, int, float, float]] = {
@@ -92,7 +93,7 @@ def _kernels(layer: CompressedLayer, batch: int) -> tuple[dict[str, Callable[[],
             check_invariants=False,
         )
     state: dict = {"batch": batch, "in": layer.shape[1], "backend": resolve(module.backend, module.packed).value,
-                   "format": module.format.value if module.format is not None else None,
+                   "format": layout_name(module.format, module._layout) if module.format is not None else None,
                    "format_us": module.format_us}
     calls: dict[str, Callable[[], object]] = {
         "dense_torch": lambda: F.linear(state["x_t"], dense_t),

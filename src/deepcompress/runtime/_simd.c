@@ -556,7 +556,7 @@ DC_TARGET_FN void conv_chunk(const void *task, int64_t ch, int64_t n_chunks) {
 }
 
 /* ------------------------------------------------------------------------------------------------ */
-/* sliced: 16 rows x 63-column slabs, x in registers                                                 */
+/* sliced: 16 rows x 63- or 31-column slabs, x in registers                                          */
 /* ------------------------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -566,21 +566,24 @@ typedef struct {
     const uint8_t *counts; /* per stored cell: its vectors */
     const uint16_t *words;
     const float *codebook; /* 64 floats, zero-padded */
-    int64_t n_slabs, cols, rows, groups, wide;
+    int64_t n_slabs, cols, rows, groups, wide, slab;
     const float *x;
     float *out;
     const float *bias;
 } sliced_task;
 
-/* A slab is 63 columns: the 64th lane of the slab's registers holds 0.0, and padding lanes point at it
- * (column 63, code 0), so they add 0 with no mask to compute per vector (measured: ~15% faster per
- * vector than testing a padding bit and zeroing the codebook lookup, at 4% and 25% density alike). */
-#define SLAB 63
-#define ZERO_COLUMN 63
+/* A slab is 63 columns (x in four registers) or 31 (two): the lane past its last column holds 0.0,
+ * and padding lanes point at it (column = slab width, code 0), so they add 0 with no mask to compute per
+ * vector (measured: ~15% faster per vector than testing a padding bit and zeroing the codebook lookup).
+ * The narrow slab fetches x with one vpermt2ps instead of two and a blend: fewer operations per
+ * vector, more vectors (each cell covers half the columns); it pays on dense-ish layers (AlexNet fc8,
+ * 25%: 67 -> 60 us warm) and costs on sparse ones, so a layer measures both (runtime/plan.py). */
+#define WIDE_SLAB 63
+#define NARROW_SLAB 31
 
 /* acc + the 16 weights of one vector of words times their x from the slab registers. */
-DC_TARGET __m512 sliced_step(int wide, __m512 acc, __m512i w, __m512 c0, __m512 c1, __m512 c2, __m512 c3, __m512 x0, __m512 x1,
-                             __m512 x2, __m512 x3) {
+DC_TARGET __m512 sliced_step(int wide, int narrow, __m512 acc, __m512i w, __m512 c0, __m512 c1, __m512 c2,
+                             __m512 c3, __m512 x0, __m512 x1, __m512 x2, __m512 x3) {
     __m512 v;
     __m512i col;
     if (wide) { /* 6-bit codes: 64 codebook entries in four registers */
@@ -591,42 +594,50 @@ DC_TARGET __m512 sliced_step(int wide, __m512 acc, __m512i w, __m512 c0, __m512 
         v = _mm512_permutex2var_ps(c0, w, c1);
         col = _mm512_srli_epi32(w, 5);
     }
+    if (narrow) return _mm512_fmadd_ps(v, _mm512_permutex2var_ps(x0, col, x1), acc);
     const __mmask16 right = _mm512_test_epi32_mask(col, _mm512_set1_epi32(32));
     const __m512 xv = _mm512_mask_blend_ps(right, _mm512_permutex2var_ps(x0, col, x1), _mm512_permutex2var_ps(x2, col, x3));
     return _mm512_fmadd_ps(v, xv, acc);
 }
 
-DC_TARGET void sliced_groups(int wide, const sliced_task *t, int64_t g0, int64_t g1) {
+DC_TARGET void sliced_groups(int wide, int narrow, const sliced_task *t, int64_t g0, int64_t g1) {
     const __m512 c0 = _mm512_loadu_ps(t->codebook), c1 = _mm512_loadu_ps(t->codebook + 16);
     const __m512 c2 = _mm512_loadu_ps(t->codebook + 32), c3 = _mm512_loadu_ps(t->codebook + 48);
+    const int64_t slab = narrow ? NARROW_SLAB : WIDE_SLAB;
     for (int64_t g = g0; g < g1; g++) {
         const uint16_t *w = t->words + t->gptr[g] * 16;
         __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
         for (int64_t i = t->cptr[g]; i < t->cptr[g + 1]; i++) {
             int64_t c = t->counts[i];
-            const int64_t s = t->slabs[i];
-            const float *xs = t->x + s * SLAB;
-            const int64_t left = t->cols - s * SLAB;
-            __m512 x0, x1, x2, x3;
-            if (left >= SLAB) {
-                x0 = _mm512_loadu_ps(xs); x1 = _mm512_loadu_ps(xs + 16); x2 = _mm512_loadu_ps(xs + 32);
-                x3 = _mm512_maskz_loadu_ps(0x7FFF, xs + 48); /* lane 63: the zero column */
-            } else { /* the last slab: never read past x */
+            const float *xs = t->x + t->slabs[i] * slab;
+            const int64_t left = t->cols - t->slabs[i] * slab;
+            __m512 x0, x1, x2 = _mm512_setzero_ps(), x3 = _mm512_setzero_ps();
+            if (left >= slab) { /* the lane past the slab is the zero column */
+                x0 = _mm512_loadu_ps(xs);
+                if (narrow) {
+                    x1 = _mm512_maskz_loadu_ps(0x7FFF, xs + 16);
+                } else {
+                    x1 = _mm512_loadu_ps(xs + 16); x2 = _mm512_loadu_ps(xs + 32);
+                    x3 = _mm512_maskz_loadu_ps(0x7FFF, xs + 48);
+                }
+            } else { /* the last slab: never read past x (its zero lane is past `left` too) */
                 x0 = _mm512_maskz_loadu_ps(tail_mask(left), xs);
                 x1 = _mm512_maskz_loadu_ps(tail_mask(left - 16 > 0 ? left - 16 : 0), xs + 16);
-                x2 = _mm512_maskz_loadu_ps(tail_mask(left - 32 > 0 ? left - 32 : 0), xs + 32);
-                x3 = _mm512_maskz_loadu_ps(tail_mask(left - 48 > 0 ? left - 48 : 0), xs + 48);
+                if (!narrow) {
+                    x2 = _mm512_maskz_loadu_ps(tail_mask(left - 32 > 0 ? left - 32 : 0), xs + 32);
+                    x3 = _mm512_maskz_loadu_ps(tail_mask(left - 48 > 0 ? left - 48 : 0), xs + 48);
+                }
             }
             for (; c >= 2; c -= 2, w += 32) {
                 _mm_prefetch((const char *)(w + 8192), _MM_HINT_T0); /* 16 KB ahead: measured best of 2, 8, 16 KB on cold VGG-16 fc6 (Zen 4) */
                 const __m512i w0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)w));
                 const __m512i w1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + 16)));
-                acc0 = sliced_step(wide, acc0, w0, c0, c1, c2, c3, x0, x1, x2, x3);
-                acc1 = sliced_step(wide, acc1, w1, c0, c1, c2, c3, x0, x1, x2, x3);
+                acc0 = sliced_step(wide, narrow, acc0, w0, c0, c1, c2, c3, x0, x1, x2, x3);
+                acc1 = sliced_step(wide, narrow, acc1, w1, c0, c1, c2, c3, x0, x1, x2, x3);
             }
             if (c) {
                 const __m512i w0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)w));
-                acc0 = sliced_step(wide, acc0, w0, c0, c1, c2, c3, x0, x1, x2, x3);
+                acc0 = sliced_step(wide, narrow, acc0, w0, c0, c1, c2, c3, x0, x1, x2, x3);
                 w += 16;
             }
         }
@@ -642,7 +653,12 @@ DC_TARGET_FN void sliced_chunk(const void *task, int64_t c, int64_t n) {
     const int64_t total = t->gptr[t->groups];
     const int64_t g0 = c == 0 ? 0 : lower_bound64(t->gptr, t->groups, total * c / n);
     const int64_t g1 = c + 1 >= n ? t->groups : lower_bound64(t->gptr, t->groups, total * (c + 1) / n);
-    if (t->wide) sliced_groups(1, t, g0, g1); else sliced_groups(0, t, g0, g1);
+    const int narrow = t->slab == NARROW_SLAB;
+    if (t->wide) {
+        if (narrow) sliced_groups(1, 1, t, g0, g1); else sliced_groups(1, 0, t, g0, g1);
+    } else {
+        if (narrow) sliced_groups(0, 1, t, g0, g1); else sliced_groups(0, 0, t, g0, g1);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -925,17 +941,23 @@ static PyObject *py_csr_conv(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
-/* sliced_spmv(gptr, cptr, slabs, counts, words, codebook, n_slabs, cols, rows, wide, bias, parallel, x, out) */
+/* sliced_spmv(gptr, cptr, slabs, counts, words, codebook, n_slabs, cols, rows, wide, slab, bias, parallel, x,
+ *             out): slab is the slab width, 63 or 31 */
 static PyObject *py_sliced_spmv(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    int64_t a[14];
-    if (int_args(args, nargs, 14, a, "sliced_spmv") || check_supported()) return NULL;
+    int64_t a[15];
+    if (int_args(args, nargs, 15, a, "sliced_spmv") || check_supported()) return NULL;
+    if (a[10] != WIDE_SLAB && a[10] != NARROW_SLAB) {
+        PyErr_Format(PyExc_ValueError, "sliced_spmv: expected a slab width of %d or %d, got %lld", WIDE_SLAB,
+                     NARROW_SLAB, (long long)a[10]);
+        return NULL;
+    }
 #ifdef DC_HAVE_AVX512
     sliced_task t = {PTR(const int64_t *, a[0]), PTR(const int64_t *, a[1]), PTR(const uint16_t *, a[2]),
                      PTR(const uint8_t *, a[3]), PTR(const uint16_t *, a[4]), PTR(const float *, a[5]), a[6], a[7],
-                     a[8], (a[8] + 15) / 16, a[9], PTR(const float *, a[12]), PTR(float *, a[13]),
-                     PTR(const float *, a[10])};
+                     a[8], (a[8] + 15) / 16, a[9], a[10], PTR(const float *, a[13]), PTR(float *, a[14]),
+                     PTR(const float *, a[11])};
     Py_BEGIN_ALLOW_THREADS
-    parallel_for(sliced_chunk, &t, a[11] ? chunks_for(t.gptr[t.groups] * 16, t.groups) : 1);
+    parallel_for(sliced_chunk, &t, a[12] ? chunks_for(t.gptr[t.groups] * 16, t.groups) : 1);
     Py_END_ALLOW_THREADS
 #endif
     Py_RETURN_NONE;

@@ -5,7 +5,7 @@ They are built from a :class:`PackedCodebookCSR` at load time and read by the C 
 
 * :class:`SlicedCodebook` removes the gathers that bound the CSR kernel. Rows are taken 16 at a time
   (one per SIMD lane) and columns 63 at a time (a "slab", whose inputs fit in four zmm registers
-  with a 64th lane holding 0.0). Within a (group, slab) cell, vector ``k`` holds the ``k``-th nonzero
+  with a 64th lane holding 0.0), or 31 at a time (two registers). Within a (group, slab) cell, vector ``k`` holds the ``k``-th nonzero
   of each of the 16 rows; rows with fewer nonzeros in that cell get padding lanes, which point at the
   zero lane and so add nothing without a test. Each 16-bit word is ``column_in_slab << code_field |
   code`` with a 5-bit code field (codebooks of <= 32 entries, the paper's fc setting) or a 6-bit one
@@ -30,14 +30,14 @@ import numpy as np
 
 from deepcompress.runtime.packed import PackedCodebookCSR
 
-SLAB = 63  # columns per sliced cell; column 63 of a slab is the kernel's zero lane
-ZERO_COLUMN = 63
+SLAB = 63  # columns per sliced cell (four registers of inputs; the 64th lane is the kernel's zero lane)
+NARROW_SLAB = 31  # or two registers (the 32nd lane is the zero lane)
 GROUP = 16
 
 
 @dataclass(frozen=True)
 class SlicedCodebook:
-    """A ``(rows, cols)`` matrix in 16-row x 63-column cells (see the module docstring).
+    """A ``(rows, cols)`` matrix in 16-row x ``slab``-column cells (see the module docstring).
 
     Within a row group the non-empty cells are stored in order of their vector count, not of their
     columns: the kernel loops over a cell's vectors, and a loop whose trip count changes at random from
@@ -50,10 +50,12 @@ class SlicedCodebook:
     Attributes:
         rows, cols: the matrix shape.
         wide: whether codes take 6 bits (codebooks of 33-64 entries) instead of 5.
-        n_slabs: ``ceil(cols / 63)``.
+        slab: columns per cell, 63 (the inputs in four registers) or 31 (in two: one register lookup
+            per weight instead of two and a blend, but more vectors; it pays on dense-ish layers).
+        n_slabs: ``ceil(cols / slab)``.
         gptr: ``groups + 1`` int64 offsets (in 16-word vectors) of each row group's first vector.
         cptr: ``groups + 1`` int64 offsets of each row group's first cell in ``slabs`` / ``counts``.
-        slabs: uint16, per stored cell its slab (its columns are ``63 * slab ...``).
+        slabs: uint16, per stored cell its slab (its first column is ``slab_index * slab``).
         counts: uint8, per stored cell its vectors (1-64).
         words: uint16, 16 per vector, lane ``i`` for row ``16 * group + i``.
         codebook: float32 centroids zero-padded to 64.
@@ -62,6 +64,7 @@ class SlicedCodebook:
     rows: int
     cols: int
     wide: bool
+    slab: int
     n_slabs: int
     gptr: np.ndarray
     cptr: np.ndarray
@@ -82,29 +85,32 @@ class SlicedCodebook:
 
     @property
     def pad_word(self) -> int:
-        """The word of a padding lane: the slab's zero column, code 0."""
-        return ZERO_COLUMN << (6 if self.wide else 5)
+        """The word of a padding lane: the slab's zero column (the one past its last), code 0."""
+        return self.slab << (6 if self.wide else 5)
 
     @classmethod
-    def accepts(cls, packed: PackedCodebookCSR) -> bool:
+    def accepts(cls, packed: PackedCodebookCSR, slab: int = SLAB) -> bool:
         """Whether ``packed``'s codebook fits (<= 64 entries) and its slabs a uint16."""
-        return packed.code_bits <= 6 and -(-packed.cols // SLAB) <= 1 << 16
+        return packed.code_bits <= 6 and -(-packed.cols // slab) <= 1 << 16
 
     @classmethod
-    def from_packed(cls, packed: PackedCodebookCSR) -> "SlicedCodebook":
-        """Re-lay ``packed``; raises ``ValueError`` where :meth:`accepts` does not."""
-        if not cls.accepts(packed):
+    def from_packed(cls, packed: PackedCodebookCSR, slab: int = SLAB) -> "SlicedCodebook":
+        """Re-lay ``packed`` in cells of ``slab`` (63 or 31) columns; raises ``ValueError`` where
+        :meth:`accepts` does not."""
+        if slab not in (SLAB, NARROW_SLAB):
+            raise ValueError(f"expected a slab of {SLAB} or {NARROW_SLAB} columns, got {slab}")
+        if not cls.accepts(packed, slab):
             raise ValueError(
-                f"the sliced layout takes codebooks of <= 64 entries (6 bits) and <= {SLAB << 16} columns, got "
+                f"the sliced layout takes codebooks of <= 64 entries (6 bits) and <= {slab << 16} columns, got "
                 f"{packed.code_bits} bits and {packed.cols} columns; use the 'csr' or 'dense' format"
             )
         rows, cols = packed.rows, packed.cols
         wide = packed.code_bits == 6
         field = 6 if wide else 5
         groups = -(-rows // GROUP)
-        n_slabs = max(1, -(-cols // SLAB))
+        n_slabs = max(1, -(-cols // slab))
         row, col, code = packed.coo()
-        cell = (row // GROUP) * n_slabs + col // SLAB
+        cell = (row // GROUP) * n_slabs + col // slab
         lane_key = cell * GROUP + (row % GROUP)  # (cell, lane); within a key, columns stay ascending
         order = np.argsort(lane_key, kind="stable")
         per_lane = np.bincount(lane_key, minlength=groups * n_slabs * GROUP)
@@ -120,12 +126,12 @@ class SlicedCodebook:
         sorted_key = lane_key[order]
         rank = np.arange(sorted_key.size, dtype=np.int64) - key_start[sorted_key]
         slot = (cell_start[position[sorted_key // GROUP]] + rank) * GROUP + sorted_key % GROUP
-        words = np.full(int(cell_start[-1]) * GROUP, ZERO_COLUMN << field, dtype=np.uint16)
-        words[slot] = ((col[order] % SLAB) << field) | code[order]
+        words = np.full(int(cell_start[-1]) * GROUP, slab << field, dtype=np.uint16)
+        words[slot] = ((col[order] % slab) << field) | code[order]
         cptr = np.searchsorted(stored // n_slabs, np.arange(groups + 1)).astype(np.int64)
         codebook = np.zeros(64, dtype=np.float32)
         codebook[: packed.codebook.size] = packed.codebook[:64]
-        return cls(rows, cols, wide, n_slabs, cell_start[cptr], cptr, (stored % n_slabs).astype(np.uint16),
+        return cls(rows, cols, wide, slab, n_slabs, cell_start[cptr], cptr, (stored % n_slabs).astype(np.uint16),
                    vectors[stored].astype(np.uint8), words, codebook)
 
 

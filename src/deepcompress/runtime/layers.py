@@ -27,7 +27,7 @@ from deepcompress.errors import ConfigError
 from deepcompress.runtime import kernels, simd
 from deepcompress.runtime.dispatch import Backend, resolve, spmm, spmv
 from deepcompress.runtime.packed import PackedCodebookCSR
-from deepcompress.runtime.plan import Format, bind, choose, require_int8
+from deepcompress.runtime.plan import Format, bind, choose, layout_name, require_int8
 
 
 def _check_input(x: torch.Tensor, what: str) -> None:
@@ -249,7 +249,8 @@ class SparseCodebookLinear(_PackedMatmul):
 
     def extra_repr(self) -> str:
         p = self.packed
-        fmt = f", format={self.format.value}, threads={'pool' if self.parallel else 1}" if self.format is not None else ""
+        fmt = (f", format={layout_name(self.format, self._layout)}, threads={'pool' if self.parallel else 1}"
+               if self.format is not None else "")
         times = ", format_us={" + ", ".join(f"{k}: {v:.1f}" for k, v in self.format_us.items()) + "}" if self.format_us else ""
         return (
             f"in_features={p.cols}, out_features={p.rows}, nnz={p.nnz}, code_bits={p.code_bits}, "

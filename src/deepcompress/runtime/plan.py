@@ -24,7 +24,7 @@ import numpy as np
 from deepcompress.choices import Choice
 from deepcompress.errors import ConfigError
 from deepcompress.runtime import simd
-from deepcompress.runtime.formats import DenseCodes, Int8Codes, SlicedCodebook
+from deepcompress.runtime.formats import NARROW_SLAB, DenseCodes, Int8Codes, SlicedCodebook
 from deepcompress.runtime.packed import PackedCodebookCSR
 
 # (x address, out address) -> None: out = W x + bias for one input
@@ -105,7 +105,7 @@ def bind(fmt: Format, layout: object, bias: np.ndarray | None, parallel: bool = 
     elif fmt is Format.SLICED and isinstance(layout, SlicedCodebook):
         s = layout
         args = (lib.sliced_spmv, s.gptr.ctypes.data, s.cptr.ctypes.data, s.slabs.ctypes.data, s.counts.ctypes.data,
-                s.words.ctypes.data, s.codebook.ctypes.data, s.n_slabs, s.cols, s.rows, int(s.wide))
+                s.words.ctypes.data, s.codebook.ctypes.data, s.n_slabs, s.cols, s.rows, int(s.wide), s.slab)
     elif fmt is Format.DENSE and isinstance(layout, DenseCodes):
         d = layout
         args = (lib.dense_spmv, d.codes.ctypes.data, d.stride, int(d.nibble), d.table.ctypes.data, d.table_size,
@@ -140,23 +140,44 @@ def measure(kernels: dict[str, Kernel], cols: int, rows: int, repeats: int = REP
     return {name: float(np.median(s) * 1e6) for name, s in samples.items()}
 
 
+NARROW = "/31"  # suffix of the sliced layout with 31-column slabs
+
+
+def layouts_for(packed: PackedCodebookCSR, fmt: str | Format) -> dict[str, tuple[Format, object]]:
+    """The layouts to time for ``packed`` and the request ``fmt``, by name: each candidate format's, and
+    for ``sliced`` also its 31-column variant (``sliced/31``, see :class:`SlicedCodebook`)."""
+    found: dict[str, tuple[Format, object]] = {}
+    for f in candidates(packed, fmt):
+        found[f.value] = (f, layout_for(f, packed))
+        if f is Format.SLICED and SlicedCodebook.accepts(packed, NARROW_SLAB):
+            found[f.value + NARROW] = (f, SlicedCodebook.from_packed(packed, NARROW_SLAB))
+    return found
+
+
+def layout_name(fmt: Format, layout: object) -> str:
+    """The name :func:`layouts_for` gives ``layout`` (shown in a layer's repr and benchmark results)."""
+    narrow = isinstance(layout, SlicedCodebook) and layout.slab == NARROW_SLAB
+    return fmt.value + (NARROW if narrow else "")
+
+
 def choose(packed: PackedCodebookCSR, bias: np.ndarray | None, fmt: str | Format
            ) -> tuple[Format, bool, object, Kernel, dict[str, float]]:
-    """``(format, parallel, layout, kernel, timings in us)``: the named format or the fastest candidate,
-    on the pool or on the calling thread alone, whichever measured faster (a loaded machine can make
-    the pool's wake-ups cost more than the second core gains)."""
-    layouts = {f: layout_for(f, packed) for f in candidates(packed, fmt)}
+    """``(format, parallel, layout, kernel, timings in us)``: the named format or the fastest candidate
+    layout, on the pool or on the calling thread alone, whichever measured faster (a loaded machine can
+    make the pool's wake-ups cost more than the second core gains)."""
+    layouts = layouts_for(packed, fmt)
     kernels: dict[str, Kernel] = {}
-    variants: dict[str, tuple[Format, bool]] = {}
-    for f, layout in layouts.items():
-        kernels[f.value], variants[f.value] = bind(f, layout, bias, True), (f, True)
+    variants: dict[str, tuple[str, bool]] = {}
+    for name, (f, layout) in layouts.items():
+        kernels[name], variants[name] = bind(f, layout, bias, True), (name, True)
         if simd.num_threads() > 1:
-            name = f.value + SINGLE
-            kernels[name], variants[name] = bind(f, layout, bias, False), (f, False)
+            kernels[name + SINGLE], variants[name + SINGLE] = bind(f, layout, bias, False), (name, False)
     if len(kernels) == 1:
         (name, kernel), = kernels.items()
-        return variants[name][0], True, layouts[variants[name][0]], kernel, {}
+        f, layout = layouts[name]
+        return f, True, layout, kernel, {}
     times = measure(kernels, packed.cols, packed.rows)
     best = min(times, key=times.get)
-    f, parallel = variants[best]
-    return f, parallel, layouts[f], kernels[best], times
+    name, parallel = variants[best]
+    f, layout = layouts[name]
+    return f, parallel, layout, kernels[best], times
