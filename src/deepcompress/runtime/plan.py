@@ -24,7 +24,7 @@ import numpy as np
 from deepcompress.choices import Choice
 from deepcompress.errors import ConfigError
 from deepcompress.runtime import simd
-from deepcompress.runtime.formats import NARROW_SLAB, DenseCodes, Int8Codes, SlicedCodebook
+from deepcompress.runtime.formats import NARROW_SLAB, SLAB, DenseCodes, Int8Codes, SlicedCodebook
 from deepcompress.runtime.packed import PackedCodebookCSR
 
 # (x address, out address) -> None: out = W x + bias for one input
@@ -60,7 +60,7 @@ def candidates(packed: PackedCodebookCSR, fmt: str | Format) -> list[Format]:
     chosen = Format.parse(fmt, "format")
     if chosen is Format.SLICED and not SlicedCodebook.accepts(packed):
         raise ConfigError(f"format 'sliced' takes codebooks of <= 64 entries, got {packed.code_bits} bits, and "
-                          f"<= {63 << 16} columns, got {packed.cols}; use 'auto'")
+                          f"<= {SLAB << 16} columns, got {packed.cols}; use 'auto'")
     if chosen is Format.DENSE and not DenseCodes.accepts(packed):
         raise ConfigError("format 'dense' takes codebooks of <= 255 entries; use 'auto'")
     if chosen is Format.INT8:
