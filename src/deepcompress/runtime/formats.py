@@ -135,8 +135,26 @@ class SlicedCodebook:
                    vectors[stored].astype(np.uint8), words, codebook)
 
 
+class _ByteCodes:
+    """What :class:`DenseCodes` and :class:`Int8Codes` share: every weight's code in a byte (or nibble)
+    matrix ``codes`` looked up in ``table``, with one more code for a pruned weight."""
+
+    codes: np.ndarray
+    table: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the kernel reads for the weights: the codes and the table."""
+        return int(self.codes.nbytes + self.table.nbytes)
+
+    @classmethod
+    def accepts(cls, packed: PackedCodebookCSR) -> bool:
+        """Whether the codes in use plus a zero code fit a byte."""
+        return _codes_used(packed) <= 255
+
+
 @dataclass(frozen=True)
-class DenseCodes:
+class DenseCodes(_ByteCodes):
     """Every weight's code, ``zero_code`` (= the codebook size) where the weight is pruned.
 
     Attributes:
@@ -156,16 +174,6 @@ class DenseCodes:
     codes: np.ndarray
     table: np.ndarray
     table_size: int
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes the kernel reads for the weights: the codes and the table."""
-        return int(self.codes.nbytes + self.table.nbytes)
-
-    @classmethod
-    def accepts(cls, packed: PackedCodebookCSR) -> bool:
-        """Whether the codes in use plus a zero code fit a byte."""
-        return _codes_used(packed) <= 255
 
     @classmethod
     def dense_bytes(cls, packed: PackedCodebookCSR) -> int:
@@ -196,7 +204,7 @@ INT8_MAX = 127  # symmetric range of the quantized weights and inputs: [-127, 12
 
 
 @dataclass(frozen=True)
-class Int8Codes:
+class Int8Codes(_ByteCodes):
     """Every weight's byte code, ``zero_code`` (= the codebook size) where the weight is pruned, and the
     codebook rounded to int8: weight ``w ~= scale * table[code]``.
 
@@ -221,16 +229,6 @@ class Int8Codes:
     table: np.ndarray
     table_size: int
     scale: float
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes the kernel reads for the weights: the codes and the table."""
-        return int(self.codes.nbytes + self.table.nbytes)
-
-    @classmethod
-    def accepts(cls, packed: PackedCodebookCSR) -> bool:
-        """Whether the codes in use plus a zero code fit a byte."""
-        return _codes_used(packed) <= 255
 
     @classmethod
     def from_packed(cls, packed: PackedCodebookCSR) -> "Int8Codes":
